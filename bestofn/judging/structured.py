@@ -1,0 +1,41 @@
+"""Structured judge output: pydantic models give the JSON schema, and every reply is validated again.
+
+Grammars (llama.cpp) enforce structure and enums but not integer ranges nor string lengths, and a reply cut
+at max_tokens is truncated JSON: both are invalid here, never numbers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+REASONING_MAX_CHARS = 1200
+
+
+@lru_cache(maxsize=64)
+def rubric_output_model(low: int, high: int) -> type[BaseModel]:
+    """Reasoning first, then an integer score on [low, high]."""
+    return create_model(
+        f"RubricVerdict_{low}_{high}",
+        __config__=ConfigDict(extra="forbid"),
+        reasoning=(str, Field(description="One or two short sentences of reasoning.", max_length=REASONING_MAX_CHARS)),
+        score=(int, Field(ge=low, le=high, description=f"An integer from {low} to {high}.")),
+    )
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+def parse_reply(raw: str, finish_reason: str | None, model: type[BaseModel]) -> tuple[BaseModel | None, str | None]:
+    """Return (parsed, None) or (None, reason). The whole reply must be the JSON object: no prose around it."""
+    if finish_reason == "length":
+        return None, "reply cut at max_tokens (finish_reason=length)"
+    try:
+        return model.model_validate_json(raw.strip(), strict=True), None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "reply"
+        return None, f"{where}: {first['msg']}"

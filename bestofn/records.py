@@ -1,0 +1,143 @@
+"""The records that flow through bestofn: frozen pydantic models, JSON in and out.
+
+messages -> Candidate -> Verdict -> Selection (ranking, best, pairs) -> PreferencePair
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+VerdictKind = Literal["rubric", "pairwise", "listwise", "verifier", "scorer"]
+VerdictStatus = Literal["ok", "invalid", "error", "abstain"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Record):
+    role: Role
+    content: str
+
+
+class Usage(Record):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+def sha256_hex(*parts: Any) -> str:
+    """A stable hash of JSON-serialisable parts (used for ids and delimiters)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def text_id(text: str) -> str:
+    """A candidate's id: the content hash of its text, so identical texts share an id."""
+    return sha256_hex("candidate", text)[:16]
+
+
+def messages_id(messages: list[Message]) -> str:
+    return sha256_hex("prompt", [m.model_dump() for m in messages])[:16]
+
+
+class Candidate(Record):
+    id: str
+    index: int
+    text: str
+    finish_reason: str | None = None
+    model: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    duplicate_of: int | None = None  # index of the first candidate with the same text
+
+
+class Verdict(Record):
+    judge: str
+    kind: VerdictKind
+    candidate_ids: list[str]
+    status: VerdictStatus
+    score: float | None = None  # raw, on the rubric's scale
+    normalized: float | None = None  # 0 to 1
+    criteria: dict[str, float] | None = None
+    reasoning: str | None = None
+    raw: str | None = None
+    reason: str | None = None  # why not ok
+    template_sha256: str | None = None
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    attempts: int = 1
+    details: dict[str, Any] = Field(default_factory=dict)  # kind-specific extras (e.g. per-order results)
+
+
+class PreferencePair(Record):
+    id: str
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    score_chosen: float
+    score_rejected: float
+    margin: float
+    strategy: str
+    judges: list[str]
+    template_sha256: dict[str, str]
+    generator: str
+    panel: str
+    seed: int
+    chosen_id: str
+    rejected_id: str
+
+
+class Cost(Record):
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float | None = None
+    seconds: float = 0.0
+    generation_seconds: float = 0.0
+    judging_seconds: float = 0.0
+    cache_hits: int = 0
+
+
+class Selection(Record):
+    prompt: list[Message]
+    panel: str
+    candidates: list[Candidate]
+    verdicts: list[Verdict]
+    scores: dict[str, float | None]
+    ranking: list[str]
+    best: Candidate | None
+    pairs: list[PreferencePair]
+    cost: Cost
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+    def candidate(self, candidate_id: str) -> Candidate:
+        return next(c for c in self.candidates if c.id == candidate_id)
+
+    def verdicts_for(self, candidate_id: str) -> list[Verdict]:
+        return [v for v in self.verdicts if candidate_id in v.candidate_ids]
+
+
+def as_messages(prompt: str | list[Message] | list[dict[str, Any]]) -> list[Message]:
+    """Accept a plain string, dicts or Messages; always return a non-empty list of Messages."""
+    if isinstance(prompt, str):
+        messages = [Message(role="user", content=prompt)]
+    else:
+        messages = [m if isinstance(m, Message) else Message.model_validate(m) for m in prompt]
+    if not messages:
+        raise ValueError("the prompt has no messages")
+    if not any(m.role == "user" and m.content.strip() for m in messages):
+        raise ValueError("the prompt has no non-empty user message")
+    return messages
