@@ -50,7 +50,7 @@ async def judge_all(
     unique = [c for c in candidates if c.duplicate_of is None]
     jobs = []
     for judge in judges:
-        if getattr(judge, "pointwise", True):
+        if judge.pointwise:
             jobs.extend(judge.judge(item, [c]) for c in unique)
         else:
             jobs.append(judge.judge(item, unique))
@@ -74,8 +74,8 @@ async def aselect(
     prompt: str | list[Message] | list[dict[str, Any]],
     *,
     n: int = 4,
-    model: str = DEFAULT_MODEL,
-    judge_model: str | None = None,
+    model: str | Backend = DEFAULT_MODEL,
+    judge_model: str | Backend | None = None,
     panel: str | Path | Panel = "default",
     base_url: str | None = None,
     seed: int = 0,

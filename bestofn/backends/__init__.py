@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
 from bestofn.errors import ConfigError
 
-__all__ = ["Backend", "Completion", "SamplingParams", "TokenLogprob", "load_backend", "split_spec"]
+__all__ = ["Backend", "Completion", "SamplingParams", "TokenLogprob", "load_backend", "register_backend", "split_spec"]
 
 # prefix -> "module:Class"
 BUILTIN = {
@@ -25,6 +25,14 @@ BUILTIN = {
 }
 
 _instances: dict[tuple[str, str | None], Backend] = {}
+_registered: dict[str, str] = {}
+
+
+def register_backend(kind: str, target: str) -> None:
+    """Register a backend class (`module:Class`) under a spec prefix, e.g. for tests or plugins."""
+    _registered[kind] = target
+    for key in [k for k in _instances if split_spec(k[0])[0] == kind]:
+        del _instances[key]
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -33,14 +41,16 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def _registry() -> dict[str, str]:
-    found = dict(BUILTIN)
+    found = {**BUILTIN, **_registered}
     for ep in entry_points(group="bestofn.backends"):
         found.setdefault(ep.name, ep.value)
     return found
 
 
-def load_backend(spec: str, base_url: str | None = None) -> Backend:
-    """Return the (process-wide, shared) backend for a spec string."""
+def load_backend(spec: str | Backend, base_url: str | None = None) -> Backend:
+    """Return the (process-wide, shared) backend for a spec string; a Backend instance is returned as is."""
+    if isinstance(spec, Backend):
+        return spec
     kind, model = split_spec(spec)
     if kind == "vllm":
         base_url = base_url or os.environ.get("BESTOFN_BASE_URL")

@@ -29,7 +29,7 @@ def build_judges(
         judges.append(
             cls(
                 config=config,
-                backend=backend_for(config),
+                backend=backend_for(config) if cls.needs_model else None,
                 max_tokens=config.max_tokens or max_tokens,
                 temperature=config.temperature if config.temperature is not None else 0.0,
             )

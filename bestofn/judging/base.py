@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from bestofn.backends.base import Backend
 from bestofn.panel import JudgeConfig
@@ -23,6 +23,11 @@ class JudgeInput:
 
 @dataclass
 class Judge(ABC):
+    #: pointwise judges see one candidate per call, so the pipeline can order and track calls one by one
+    pointwise: ClassVar[bool] = True
+    #: judges that run a program (verifiers) get no backend
+    needs_model: ClassVar[bool] = True
+
     config: JudgeConfig
     backend: Backend | None = None  # None for judges that need no model (verifiers)
     max_tokens: int = 384

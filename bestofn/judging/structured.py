@@ -11,16 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-REASONING_MAX_CHARS = 1200
-
-
 @lru_cache(maxsize=64)
 def rubric_output_model(low: int, high: int) -> type[BaseModel]:
     """Reasoning first, then an integer score on [low, high]."""
     return create_model(
         f"RubricVerdict_{low}_{high}",
         __config__=ConfigDict(extra="forbid"),
-        reasoning=(str, Field(description="One or two short sentences of reasoning.", max_length=REASONING_MAX_CHARS)),
+        # No maxLength: llama.cpp unrolls it into a grammar too large to parse. max_tokens bounds the reasoning,
+        # and a reply cut at max_tokens is invalid.
+        reasoning=(str, Field(description="One or two short sentences of reasoning.")),
         score=(int, Field(ge=low, le=high, description=f"An integer from {low} to {high}.")),
     )
 

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("BESTOFN_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real public datasets. A test that needs them fails (never skips) when they are missing."""
+    path = _data_dir()
+    assert path.is_dir(), f"datasets not found at {path}; set BESTOFN_DATA_DIR"
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_backend():
+    """The real embedded model (SmolLM2-135M-Instruct via llama-cpp-python), loaded once per test run."""
+    from bestofn.backends import load_backend
+
+    return load_backend("local")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder, so no test sees another's cached calls."""
+    monkeypatch.setenv("BESTOFN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("BESTOFN_SLOW") != "1":
+        skip = pytest.mark.skip(reason="slow; set BESTOFN_SLOW=1 to run")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
