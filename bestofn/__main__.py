@@ -1,0 +1,3 @@
+from bestofn.cli import main
+
+main()

@@ -1,0 +1,86 @@
+import pytest
+
+from bestofn.errors import BackendError, ConfigError
+from bestofn.judging import JudgeInput, build_judges
+from bestofn.panel import load_panel
+from bestofn.records import Candidate, Message, text_id
+from tests.fake_backend import FakeBackend
+
+PANEL = load_panel("default")
+ITEM = JudgeInput(prompt=[Message(role="user", content="What is 2+2?")], seed=0)
+CAND = Candidate(id=text_id("4"), index=0, text="4", model="fake")
+
+
+def judge_with(backend, name="correctness"):
+    [judge] = [j for j in build_judges(PANEL, lambda cfg: backend) if j.name == name]
+    return judge
+
+
+async def test_valid_first_try():
+    fake = FakeBackend(['{"reasoning": "right", "score": 9}'])
+    [verdict] = await judge_with(fake).judge(ITEM, [CAND])
+    assert verdict.status == "ok" and verdict.score == 9 and verdict.normalized == pytest.approx(8 / 9)
+    assert verdict.attempts == 1 and verdict.kind == "rubric" and verdict.template_sha256
+    messages, params = fake.requests[0]
+    assert params.json_schema["properties"]["score"]["maximum"] == 10 and params.temperature == 0.0
+    assert messages[0].role == "system" and "4" not in messages[0].content.split("Score from")[0]
+    assert messages[-1].content.rstrip().endswith(">") and "\n4\n" in messages[-1].content
+
+
+async def test_one_reask_with_the_reason_then_ok():
+    fake = FakeBackend(['{"reasoning": "x", "score": 150}', '{"reasoning": "fixed", "score": 7}'])
+    [verdict] = await judge_with(fake).judge(ITEM, [CAND])
+    assert verdict.status == "ok" and verdict.score == 7 and verdict.attempts == 2
+    retry_messages, _ = fake.requests[1]
+    assert retry_messages[-2].role == "assistant" and "150" in retry_messages[-2].content
+    assert "less than or equal to 10" in retry_messages[-1].content
+
+
+async def test_invalid_after_the_reask_is_a_verdict_with_a_reason_not_a_number():
+    fake = FakeBackend([('{"reasoning": "cut', "length"), "8/10"])
+    [verdict] = await judge_with(fake).judge(ITEM, [CAND])
+    assert verdict.status == "invalid" and verdict.score is None and verdict.normalized is None
+    assert "max_tokens" in verdict.reason and verdict.attempts == 2
+
+
+async def test_backend_failure_is_an_error_verdict():
+    class Broken(FakeBackend):
+        async def sample(self, messages, params):
+            raise BackendError("fake", "connection refused")
+
+    [verdict] = await judge_with(Broken()).judge(ITEM, [CAND])
+    assert verdict.status == "error" and "connection refused" in verdict.reason
+
+
+async def test_samples_are_averaged_with_their_spread(tmp_path):
+    path = tmp_path / "k.toml"
+    path.write_text('name = "k"\n[[judge]]\nname = "correctness"\nrubric = "correctness.v1"\nsamples = 3\n')
+    fake = FakeBackend(['{"reasoning": "a", "score": 6}', '{"reasoning": "b", "score": 8}',
+                        '{"reasoning": "c", "score": 10}'])
+    [judge] = build_judges(load_panel(path), lambda cfg: fake)
+    [verdict] = await judge.judge(ITEM, [CAND])
+    assert verdict.score == 8 and verdict.details["samples"] == [6, 8, 10]
+    assert verdict.details["spread"] == pytest.approx(1.633, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('name = "x"\n', "judge: Field required"),
+        ('name = "x"\nquorum = 5\n[[judge]]\nname = "a"\nrubric = "correctness.v1"\n', "quorum 5"),
+        ('name = "x"\n[[judge]]\nname = "a"\nrubric = "correctness.v1"\nscale = [5, 1]\n', "low < high"),
+        ('name = "x"\n[[judge]]\nname = "a"\nrubirc = "correctness.v1"\n', "rubirc"),
+        ('name = "x"\n[[judge]\n', "panel file"),
+    ],
+)
+def test_bad_panels_are_clear_errors(tmp_path, toml, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_panel(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_panel_lists_the_builtin_ones():
+    with pytest.raises(ConfigError, match="unknown panel 'nope'.*default"):
+        load_panel("nope")
