@@ -22,7 +22,7 @@ async def test_valid_first_try():
     assert verdict.status == "ok" and verdict.score == 9 and verdict.normalized == pytest.approx(8 / 9)
     assert verdict.attempts == 1 and verdict.kind == "rubric" and verdict.template_sha256
     messages, params = fake.requests[0]
-    assert params.json_schema["properties"]["score"]["maximum"] == 10 and params.temperature == 0.0
+    assert params.json_schema["properties"]["score"]["enum"][-1] == 10 and params.temperature == 0.0
     assert messages[0].role == "system" and "4" not in messages[0].content.split("Score from")[0]
     assert messages[-1].content.rstrip().endswith(">") and "\n4\n" in messages[-1].content
 
@@ -33,7 +33,7 @@ async def test_one_reask_with_the_reason_then_ok():
     assert verdict.status == "ok" and verdict.score == 7 and verdict.attempts == 2
     retry_messages, _ = fake.requests[1]
     assert retry_messages[-2].role == "assistant" and "150" in retry_messages[-2].content
-    assert "less than or equal to 10" in retry_messages[-1].content
+    assert "Input should be 1, 2" in retry_messages[-1].content
 
 
 async def test_invalid_after_the_reask_is_a_verdict_with_a_reason_not_a_number():

@@ -17,8 +17,8 @@ def test_valid_reply_parses():
 @pytest.mark.parametrize(
     "raw, finish, expected",
     [
-        ('{"reasoning": "x", "score": 150}', "stop", "less than or equal to 10"),
-        ('{"reasoning": "x", "score": 0}', "stop", "greater than or equal to 1"),
+        ('{"reasoning": "x", "score": 150}', "stop", "score: Input should be 1, 2, 3"),
+        ('{"reasoning": "x", "score": 0}', "stop", "score: Input should be 1, 2, 3"),
         ('{"reasoning": "x", "score": "8/10"}', "stop", "score"),
         ('{"reasoning": "x", "score": "8"}', "stop", "score"),
         ('{"reasoning": "x", "score": 7.5}', "stop", "score"),
@@ -37,8 +37,10 @@ def test_malformed_replies_are_invalid(raw, finish, expected):
     assert expected in why
 
 
-def test_schema_has_range_and_reasoning_first_but_no_max_length():
+def test_schema_has_range_as_enum_and_reasoning_first_but_no_max_length():
     schema = json_schema(Model)
     assert list(schema["properties"]) == ["reasoning", "score"]
-    assert schema["properties"]["score"]["minimum"] == 1 and schema["properties"]["score"]["maximum"] == 10
+    score = schema["properties"]["score"]
+    assert score["enum"] == list(range(1, 11)) and score["type"] == "integer"  # grammars enforce enums
+    assert score["minimum"] == 1 and score["maximum"] == 10
     assert "maxLength" not in json.dumps(schema)  # llama.cpp's grammar explodes on it

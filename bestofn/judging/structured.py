@@ -7,7 +7,7 @@ at max_tokens is truncated JSON: both are invalid here, never numbers.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -20,7 +20,10 @@ def rubric_output_model(low: int, high: int) -> type[BaseModel]:
         # No maxLength: llama.cpp unrolls it into a grammar too large to parse. max_tokens bounds the reasoning,
         # and a reply cut at max_tokens is invalid.
         reasoning=(str, Field(description="One or two short sentences of reasoning.")),
-        score=(int, Field(ge=low, le=high, description=f"An integer from {low} to {high}.")),
+        # The range is an enum as well as minimum/maximum: grammars (llama.cpp) enforce enums, not ranges.
+        score=(Literal[tuple(range(low, high + 1))], Field(
+            description=f"An integer from {low} to {high}.", json_schema_extra={"minimum": low, "maximum": high}
+        )),
     )
 
 
