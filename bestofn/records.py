@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -140,4 +141,11 @@ def as_messages(prompt: str | list[Message] | list[dict[str, Any]]) -> list[Mess
         raise ValueError("the prompt has no messages")
     if not any(m.role == "user" and m.content.strip() for m in messages):
         raise ValueError("the prompt has no non-empty user message")
+    for i, m in enumerate(messages):  # half a surrogate pair is not text: no UTF-8 encoder or JSON sink takes it
+        if bad := _LONE_SURROGATE.search(m.content):
+            raise ValueError(f"message {i} ({m.role}): a lone surrogate U+{ord(bad.group()):04X} at character "
+                             f"{bad.start()} is not valid Unicode text; fix or re-encode the input")
     return messages
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")

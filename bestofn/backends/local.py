@@ -39,7 +39,10 @@ def default_model_path() -> Path:
     return path
 
 
-def _load(path: Path) -> tuple[Any, ThreadPoolExecutor]:
+def _load(path: Path, logits_all: bool = False) -> tuple[Any, ThreadPoolExecutor]:
+    """The shared model. `logits_all=True` (needed for logprobs; it makes every call compute and copy the logits
+    of every prompt token) is a second instance, made on the first call that asks for logprobs and run on the
+    same worker thread, so plain calls keep the fast path and calls stay one at a time."""
     key = str(path.resolve())
     with _models_lock:
         if key not in _models:
@@ -51,11 +54,16 @@ def _load(path: Path) -> tuple[Any, ThreadPoolExecutor]:
             llama_logger.logger.setLevel(logging.CRITICAL)
             llama = Llama(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=False)
             _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
-        return _models[key]
+        if logits_all and key + "#logits_all" not in _models:
+            llama = type(_models[key][0])(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=True)
+            _models[key + "#logits_all"] = (llama, _models[key][1])
+        return _models[key + "#logits_all" if logits_all else key]
 
 
 class LocalBackend(Backend):
     serial = True
+    #: tokens the model's context holds (prompt and reply); judges check their prompts against it first
+    context_window = N_CTX
 
     def __init__(self, model: str = "") -> None:
         self.spec = f"local:{model}" if model else "local"
@@ -76,10 +84,12 @@ class LocalBackend(Backend):
         return self._llama, self._executor
 
     def _one(self, messages: list[dict[str, str]], params: SamplingParams, seed: int) -> Completion:
-        llama, _ = self._ensure()
+        llama, _ = self._ensure() if params.top_logprobs is None else _load(self.path, logits_all=True)
         kwargs: dict[str, Any] = dict(
             messages=messages, temperature=params.temperature, max_tokens=params.max_tokens, seed=seed
         )
+        if params.top_logprobs is not None:
+            kwargs.update(logprobs=True, top_logprobs=params.top_logprobs)
         if params.json_schema is not None:
             # llama.cpp's grammar enforces the schema's structure and enums; ranges are checked by the caller.
             kwargs["response_format"] = {"type": "json_object", "schema": params.json_schema}
@@ -99,6 +109,14 @@ class LocalBackend(Backend):
             latency_s=time.perf_counter() - started,
             logprobs=_logprobs(choice),
         )
+
+    async def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the model's own tokenizer (run on the model's worker thread, in turn)."""
+        llama, executor = await asyncio.get_running_loop().run_in_executor(None, self._ensure)
+        data = text.encode("utf-8", "surrogatepass")
+        return len(await asyncio.get_running_loop().run_in_executor(
+            executor, lambda: llama.tokenize(data, add_bos=False, special=False)
+        ))
 
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
         _, executor = await asyncio.get_running_loop().run_in_executor(None, self._ensure)
