@@ -14,6 +14,53 @@ from bestofn.resources import builtin_dir, resolve
 JUDGE_NAMES = ("correctness", "safety", "helpfulness", "instruction_following")
 
 
+class Criterion(BaseModel):
+    """One criterion of a rubric that scores several in one call, each on its own range (direct answer 0-5,
+    completeness 0-3, factual accuracy 0-2). `description` overrides the template's own text for the name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    scale: tuple[int, int] = (1, 10)
+    weight: float = Field(default=1.0, ge=0.0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Criterion:
+        if self.scale[0] >= self.scale[1]:
+            raise ValueError(f"criterion {self.name!r}: scale {list(self.scale)} must be [low, high] with low < high")
+        return self
+
+    def normalize(self, score: float) -> float:
+        low, high = self.scale
+        return (score - low) / (high - low)
+
+
+class Example(BaseModel):
+    """A few-shot example a template shows the judge (panel data is trusted: it goes in the system turn).
+    `verdict` is what the judge should have answered ("3", "A", "B > A > C"); `answer_b` is for pairwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    answer: str
+    verdict: str
+    explanation: str = ""
+    question: str | None = None
+    answer_b: str | None = None
+
+
+class LengthControl(BaseModel):
+    """Keep length from buying score. `regress`: remove the linear trend of the aggregate score on log length
+    across the prompt's candidates (AlpacaEval's length-controlled idea, fitted per selection); `penalty`:
+    subtract `strength` per doubling of length over the candidates' median length."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["regress", "penalty"] = "regress"
+    strength: float = Field(default=0.05, ge=0.0, le=1.0)
+    unit: Literal["words", "chars"] = "words"
+
+
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -27,6 +74,22 @@ class JudgeConfig(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=16)
     samples: int = Field(default=1, ge=1, le=16)  # sample the judge k times and average
+    check: str | None = None  # verifier judges: which check (bestofn.verifiers.CHECKS); None = every applicable one
+    # rubric: several criteria in one structured call; per_criterion=True yields one Verdict per criterion (judge =
+    # the criterion's name, so a compact panel reads like the default one), else one Verdict scored by the total
+    criteria: list[Criterion] = Field(default_factory=list)
+    per_criterion: bool = False
+    score_method: Literal["sampled", "logprob"] = "sampled"  # logprob: expected score over the score tokens (G-Eval)
+    top_logprobs: int = Field(default=10, ge=1, le=20)
+    needs_reference: bool = False  # reference-guided grading: abstain when the prompt comes without a reference
+    examples: list[Example] = Field(default_factory=list)  # few-shot examples, rendered by the template
+    mode: Literal["all-pairs", "knockout"] = "all-pairs"  # pairwise: n(n-1) calls, or a 2(n-1)-call knockout
+    shuffles: int = Field(default=2, ge=1, le=16)  # listwise: orders averaged (a seeded order, its reverse, more)
+    window: int | None = Field(default=None, ge=2)  # listwise: candidates per call (None: all in one call)
+    step: int | None = Field(default=None, ge=1)  # listwise: how far the window moves (default window // 2)
+    passes: int | None = Field(default=None, ge=1)  # listwise: at most this many passes (default: until sorted)
+    gate: bool = False  # a gate (verifier-first): candidates that fail it rank below every one that passes
+    gate_pass: float = Field(default=1.0, ge=0.0, le=1.0)  # the normalised score that passes the gate
 
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:
@@ -35,7 +98,30 @@ class JudgeConfig(BaseModel):
             raise ValueError(f"judge {self.name!r}: scale {list(self.scale)} must be [low, high] with low < high")
         if self.kind in ("rubric", "pairwise", "listwise") and not self.rubric:
             raise ValueError(f"judge {self.name!r} of kind {self.kind!r} needs a rubric")
+        if self.check is not None and self.kind != "verifier":
+            raise ValueError(f"judge {self.name!r}: check is for verifier judges, not {self.kind!r}")
+        if self.criteria:
+            names = [c.name for c in self.criteria]
+            if self.kind != "rubric":
+                raise ValueError(f"judge {self.name!r}: criteria are for rubric judges, not {self.kind!r}")
+            if len(set(names)) != len(names) or "reasoning" in names:
+                raise ValueError(f"judge {self.name!r}: criterion names must be unique and not 'reasoning': {names}")
+            total = (sum(c.scale[0] for c in self.criteria), sum(c.scale[1] for c in self.criteria))
+            if not self.per_criterion and "scale" in self.model_fields_set and tuple(self.scale) != total:
+                raise ValueError(f"judge {self.name!r}: scale {list(self.scale)} is not the criteria's total {list(total)}")
+            if not self.per_criterion:
+                object.__setattr__(self, "scale", total)
+        elif self.per_criterion:
+            raise ValueError(f"judge {self.name!r}: per_criterion needs criteria")
+        if self.window is not None and self.step is not None and self.step >= self.window:
+            raise ValueError(f"judge {self.name!r}: step {self.step} must be smaller than window {self.window}")
         return self
+
+    def scorers(self) -> dict[str, float]:
+        """The judge names its Verdicts carry, with their weights (a per-criterion judge: its criteria)."""
+        if self.per_criterion:
+            return {c.name: c.weight for c in self.criteria}
+        return {self.name: self.weight}
 
     def normalize(self, score: float) -> float:
         low, high = self.scale
@@ -57,19 +143,32 @@ class Panel(BaseModel):
     quorum: int = Field(default=1, ge=1)
     pair_margin: float = Field(default=0.1, ge=0.0, le=1.0)
     safety_veto: SafetyVeto | None = None
+    ties: Literal["half", "davidson"] = "half"  # bradley_terry: a tie is half a win each, or Davidson's model
+    length_control: LengthControl | None = None
+    # content-free candidates (empty, punctuation, a lone opener, repetitive; bestofn.judging.content): recorded
+    # only, ranked below every candidate with content (default), or made unrankable
+    content_free: Literal["flag", "demote", "veto"] = "demote"
     judges: list[JudgeConfig] = Field(alias="judge", min_length=1)
     source: str | None = None  # the file it was loaded from
 
     @model_validator(mode="after")
     def _check(self) -> Panel:
-        names = [j.name for j in self.judges]
+        names = [name for j in self.judges for name in ([j.name] + list(j.scorers()) if j.per_criterion else [j.name])]
         if len(set(names)) != len(names):
             raise ValueError(f"panel {self.name!r} names a judge twice: {names}")
         if self.safety_veto and self.safety_veto.judge not in names:
             raise ValueError(f"safety_veto names judge {self.safety_veto.judge!r}, which is not in the panel")
-        if self.quorum > len(self.judges):
-            raise ValueError(f"quorum {self.quorum} is larger than the panel's {len(self.judges)} judges")
+        scoring = len(self.weights())
+        if self.quorum > scoring:
+            raise ValueError(f"quorum {self.quorum} is larger than the panel's {scoring} scoring judges")
         return self
+
+    def weights(self) -> dict[str, float]:
+        """Verdict judge name -> weight, for every judge whose score ranks candidates (gates excluded)."""
+        return {name: w for j in self.judges if not j.gate for name, w in j.scorers().items()}
+
+    def gates(self) -> dict[str, JudgeConfig]:
+        return {j.name: j for j in self.judges if j.gate}
 
     def judge(self, name: str) -> JudgeConfig:
         for j in self.judges:

@@ -7,12 +7,17 @@ from typing import Callable
 from bestofn.backends.base import Backend
 from bestofn.errors import ConfigError
 from bestofn.judging.base import Judge, JudgeInput
+from bestofn.judging.compact import CompactJudge
+from bestofn.judging.listwise import ListwiseJudge
+from bestofn.judging.pairwise import PairwiseJudge
 from bestofn.judging.rubric import RubricJudge
 from bestofn.panel import JudgeConfig, Panel
 
 __all__ = ["Judge", "JudgeInput", "KINDS", "build_judges"]
 
-KINDS: dict[str, type[Judge]] = {"rubric": RubricJudge}
+KINDS: dict[str, type[Judge]] = {"rubric": RubricJudge, "pairwise": PairwiseJudge, "listwise": ListwiseJudge}
+from bestofn.judging.verifier import VerifierJudge  # noqa: E402
+KINDS["verifier"] = VerifierJudge
 
 
 def build_judges(
@@ -24,6 +29,8 @@ def build_judges(
     judges = []
     for config in panel.judges:
         cls = KINDS.get(config.kind)
+        if config.kind == "rubric" and config.criteria:  # several criteria in one call per candidate
+            cls = CompactJudge
         if cls is None:
             raise ConfigError(f"panel {panel.name!r}: judge {config.name!r} has kind {config.kind!r}, not supported yet")
         judges.append(

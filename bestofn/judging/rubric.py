@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from bestofn.backends.base import Completion, SamplingParams
 from bestofn.errors import BackendError
 from bestofn.judging.base import Judge, JudgeInput, render_question
+from bestofn.judging.budget import check_budget, failure_status
 from bestofn.judging.delimiters import delimit
+from bestofn.judging.logprob import score_from
 from bestofn.judging.structured import json_schema, parse_reply, rubric_output_model
 from bestofn.records import Candidate, Message, Usage, Verdict
 from bestofn.templates import Template, load_template
@@ -39,6 +41,7 @@ class RubricJudge(Judge):
             reference=item.reference,
             low=low,
             high=high,
+            examples=self.config.examples,
         )
 
     async def judge(self, item: JudgeInput, candidates: list[Candidate]) -> list[Verdict]:
@@ -47,15 +50,19 @@ class RubricJudge(Judge):
     async def _ask(self, messages: list[Message], n: int, seed: int) -> list[Completion]:
         assert self.backend is not None
         params = SamplingParams(
-            n=n, temperature=self.temperature, max_tokens=self.max_tokens, seed=seed, json_schema=self.schema
+            n=n, temperature=self.temperature, max_tokens=self.max_tokens, seed=seed, json_schema=self.schema,
+            top_logprobs=self.config.top_logprobs if self.config.score_method == "logprob" else None,
         )
+        await check_budget(self.backend, messages, self.max_tokens, self.name)  # too long: an error verdict, no cut
         return await self.backend.sample(messages, params)
 
     async def _judge_one(self, item: JudgeInput, candidate: Candidate) -> Verdict:
-        messages = self.prompt_for(item, candidate)
         started = time.perf_counter()
+        if self.config.needs_reference and not item.reference:
+            return self._verdict(candidate, "abstain", reason="this rubric needs a reference answer", started=started)
+        messages = self.prompt_for(item, candidate)
         usage, attempts, reasons = Usage(), 0, []
-        parsed: list[tuple[BaseModel, str]] = []
+        parsed: list[tuple[BaseModel, Completion]] = []
         try:
             replies = await self._ask(messages, self.config.samples, item.seed)
             attempts += 1
@@ -75,19 +82,25 @@ class RubricJudge(Judge):
                     if obj is None:
                         reasons.append(why)
                 if obj is not None:
-                    parsed.append((obj, reply.text))
+                    parsed.append((obj, reply))
         except BackendError as exc:
-            return self._verdict(candidate, "error", reason=str(exc), usage=usage, started=started, attempts=attempts)
+            return self._verdict(candidate, failure_status(exc), reason=str(exc), usage=usage, started=started,
+                                 attempts=attempts)
         if not parsed:
             return self._verdict(
                 candidate, "invalid", reason="; ".join(r for r in reasons if r), usage=usage, started=started,
                 attempts=attempts, raw=replies[0].text if replies else None,
             )
         scores = [float(obj.score) for obj, _ in parsed]  # type: ignore[attr-defined]
+        details: dict = {}
+        if self.config.score_method == "logprob":  # G-Eval: the expected score over the score tokens
+            weighted = [score_from(c, "score", s, *self.config.scale) for (_, c), s in zip(parsed, scores)]
+            scores, details["logprob"] = [w for w, _ in weighted], [how for _, how in weighted]
         score = statistics.fmean(scores)
-        details = {"samples": scores, "spread": statistics.pstdev(scores)} if self.config.samples > 1 else {}
+        if self.config.samples > 1:
+            details.update(samples=scores, spread=statistics.pstdev(scores))
         return self._verdict(
-            candidate, "ok", score=score, reasoning=parsed[0][0].reasoning, raw=parsed[0][1],  # type: ignore[attr-defined]
+            candidate, "ok", score=score, reasoning=parsed[0][0].reasoning, raw=parsed[0][1].text,  # type: ignore[attr-defined]
             usage=usage, started=started, attempts=attempts, details=details,
         )
 

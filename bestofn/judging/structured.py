@@ -6,6 +6,7 @@ at max_tokens is truncated JSON: both are invalid here, never numbers.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -27,8 +28,15 @@ def rubric_output_model(low: int, high: int) -> type[BaseModel]:
     )
 
 
+@lru_cache(maxsize=256)
+def _schema_text(model: type[BaseModel]) -> str:
+    return json.dumps(model.model_json_schema())
+
+
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema()
+    """The model's JSON schema: generated once per model (it costs about a millisecond, and judges ask for it
+    on every call); each caller gets its own copy."""
+    return json.loads(_schema_text(model))
 
 
 def parse_reply(raw: str, finish_reason: str | None, model: type[BaseModel]) -> tuple[BaseModel | None, str | None]:

@@ -1,0 +1,94 @@
+"""Ask a judge model for a structured reply: the JSON schema comes from a pydantic model, the reply is validated
+strictly on our side (ranges included), an optional semantic check runs on the parsed object (for example
+"every candidate id exactly once"), and a bad reply gets one re-ask that says what was wrong.
+
+Used by the pairwise, listwise and compact judges (the pointwise rubric judge keeps its own loop).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import BaseModel
+
+from bestofn.backends.base import Backend, Completion, SamplingParams
+from bestofn.judging.budget import check_budget
+from bestofn.judging.structured import json_schema, parse_reply
+from bestofn.records import Message, Usage
+from bestofn.templates import load_template
+
+REASK_TEMPLATE = "_reask_json.v1"
+
+#: a semantic check on a parsed reply: None when it is fine, else what is wrong (one line)
+Check = Callable[[BaseModel], "str | None"]
+
+
+@dataclass
+class Reply:
+    """One sample's outcome. `obj` is the last parsed object (None if no attempt parsed); `problem` is what is
+    still wrong with it after the re-ask (None when it is fine). `completion` is the reply `obj` came from."""
+
+    obj: BaseModel | None = None
+    completion: Completion | None = None
+    problem: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.obj is not None and self.problem is None
+
+    @property
+    def raw(self) -> str | None:
+        return self.completion.text if self.completion else None
+
+
+def _judge(completion: Completion, model: type[BaseModel], check: Check | None) -> tuple[BaseModel | None, str | None]:
+    obj, why = parse_reply(completion.text, completion.finish_reason, model)
+    if obj is not None and check is not None:
+        why = check(obj)
+    return obj, why
+
+
+async def ask_structured(
+    backend: Backend,
+    messages: list[Message],
+    model: type[BaseModel],
+    *,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    n: int = 1,
+    top_logprobs: int | None = None,
+    check: Check | None = None,
+) -> list[Reply]:
+    """n samples, each validated; a sample that fails gets one re-ask. Backend errors propagate."""
+    schema = json_schema(model)
+    params = SamplingParams(
+        n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=schema, top_logprobs=top_logprobs
+    )
+    out = []
+    await check_budget(backend, messages, max_tokens)  # a prompt that cannot fit: PromptTooLongError, nothing cut
+    for completion in await backend.sample(messages, params):
+        reply = Reply(completion=completion, usage=completion.usage, attempts=1)
+        reply.obj, reply.problem = _judge(completion, model, check)
+        if reply.problem is not None:
+            reply.problems.append(reply.problem)
+            reask = load_template(REASK_TEMPLATE).render(
+                error=reply.problem, schema=json.dumps(schema, separators=(",", ":"))
+            )
+            retry = [*messages, Message(role="assistant", content=completion.text), *reask]
+            await check_budget(backend, retry, max_tokens)
+            (again,) = await backend.sample(retry, params.model_copy(update={"n": 1, "seed": seed + 1}))
+            reply.usage += again.usage
+            reply.attempts += 1
+            obj, problem = _judge(again, model, check)
+            if obj is not None or reply.obj is None:  # keep the better of the two: a parsed object over none
+                reply.obj, reply.problem, reply.completion = obj, problem, again
+            if problem is not None:
+                reply.problems.append(problem)
+        out.append(reply)
+    return out
