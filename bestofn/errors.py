@@ -21,7 +21,11 @@ class BackendError(BestofnError):
     """A backend call failed for good (after the SDK's own retries)."""
 
     def __init__(self, backend: str, message: str):
-        super().__init__(f"{backend}: {message}")
+        from bestofn.serve_gate import Redactor, secrets_from_env
+
+        # A server may echo the key it was sent (`Incorrect API key provided: Bearer sk-...`); this message goes
+        # to stderr, into verdict reasons and build reports: keys (*_API_KEY/TOKEN/SECRET values, key shapes) out.
+        super().__init__(f"{backend}: {Redactor(secrets_from_env())(message)}")
         self.backend = backend
 
 

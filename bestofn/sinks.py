@@ -14,8 +14,13 @@ from typing import Iterable
 from bestofn.records import PreferencePair
 
 
+#: line breaks to `str.splitlines()` though not to JSON: escaped, so every reader splits a log into its records
+_SPLITLINES_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 def pair_line(pair: PreferencePair) -> str:
-    return pair.model_dump_json() + "\n"
+    # Inside JSON these characters can only sit in strings, where the escape means the same character.
+    return pair.model_dump_json().translate(_SPLITLINES_BREAKS) + "\n"
 
 
 def append_lines(path: str | Path, lines: Iterable[str]) -> int:
