@@ -3,6 +3,7 @@ with --json, stdout holds nothing but the JSON."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bestofn.cli_ab import ab
+from bestofn.cli_build import build
+from bestofn.cli_rerank import rerank
+from bestofn.cli_serve import serve
 from bestofn.errors import BestofnError
 from bestofn.panel import builtin_panels, load_panel
 from bestofn.records import Selection
@@ -23,9 +28,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Best-of-n answers from an LLM, chosen by a panel of judges.")
 judges_app = typer.Typer(no_args_is_help=True, help="List and show judge panels.")
 app.add_typer(judges_app, name="judges")
+app.command("ab")(ab)
+app.command("build")(build)
+app.command("rerank")(rerank)
+app.command("serve")(serve)
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
 
 ModelOpt = typer.Option("local", "--model", help="Generator: local, local:PATH.gguf, openai:M, vllm:M, anthropic:M.")
@@ -55,13 +64,19 @@ def run(
     pair_margin: Optional[float] = typer.Option(None, "--pair-margin", help="Override the panel's pair_margin."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole Selection as JSON."),
     log: Optional[Path] = typer.Option(None, "--log", help="Append preference pairs to this JSONL file."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the call cache."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="A reference answer for the judges."),
+    constraints: Optional[str] = typer.Option(
+        None, "--constraints", help='JSON for verifier judges, e.g. \'{"answer": "72"}\' or IFEval\'s '
+        '\'{"instruction_id_list": [...], "kwargs": [...]}\'.'),
 ) -> None:
     """Sample n answers, judge them, print the best."""
     with _progress() as report:
         selection = select(
             prompt, n=n, model=model, judge_model=judge_model, panel=panel, base_url=base_url, seed=seed,
             max_tokens=max_tokens, judge_max_tokens=judge_max_tokens, temperature=temperature,
-            pair_margin=pair_margin, log=log, progress=report,
+            pair_margin=pair_margin, log=log, progress=report, cache=not no_cache,
+            reference=reference, constraints=_json_object("--constraints", constraints),
         )
     if as_json:
         sys.stdout.write(selection.model_dump_json(indent=1) + "\n")
@@ -84,6 +99,18 @@ def judges_show(panel: str = typer.Argument(..., help="Panel name or path.")) ->
     """Print a panel's TOML."""
     load_panel(panel)  # validates
     sys.stdout.write(resolve(panel, "judges", ".toml").read_text(encoding="utf-8"))
+
+
+def _json_object(option: str, text: Optional[str]) -> Optional[dict]:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BestofnError(f"{option} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BestofnError(f"{option} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 class _progress:
@@ -116,6 +143,10 @@ def _print_selection(selection: Selection, log: Optional[Path]) -> None:
         cells = []
         for j in judges:
             v = next((v for v in selection.verdicts if v.judge == j and c.id in v.candidate_ids), None)
+            if v is not None and len(v.candidate_ids) > 1:  # pairwise: the judge's win rate, not one pair's points
+                per_judge = selection.stats.get("per_judge", {}).get(c.id, {})
+                cells.append(f"{per_judge[j]:.2f}" if j in per_judge else "-")
+                continue
             cells.append("-" if v is None else f"{v.score:g}" if v.status == "ok" else v.status)
         score = selection.scores.get(c.id)
         shown = "dup" if c.duplicate_of is not None else str(rank.get(c.id, "-"))
@@ -140,7 +171,7 @@ def main() -> None:
     except (BestofnError, ValueError, OSError) as exc:
         if _state["debug"] or os.environ.get("BESTOFN_DEBUG"):
             raise
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         sys.exit(2)
 
 

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import LoopbackServer, loopback  # noqa: F401  (fixture `loopback`; see tests/loopback.py)
+from tests.llama_server import llama_server  # noqa: F401  (session fixture: a real llama-cpp-python server)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

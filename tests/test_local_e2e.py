@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ from bestofn.records import Message, PreferencePair, Selection
 JUDGES = {"correctness", "safety", "helpfulness", "instruction_following"}
 
 
-def bestofn(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "bestofn", *args], capture_output=True, text=True, timeout=600)
+def bestofn(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "bestofn", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -31,12 +33,27 @@ async def test_local_backend_samples_n_distinct_candidates(local_backend):
     assert [c.text for c in again] == [c.text for c in out]  # the same seed gives the same candidates
 
 
+RUN_ARGS = ("run", "Give one tip for staying focused while studying.", "-n", "4", "--max-tokens", "48",
+            "--pair-margin", "0", "--json")
+
+
 @pytest.fixture(scope="module")
-def run_json(tmp_path_factory):
+def cache_env(tmp_path_factory):
+    return {"BESTOFN_CACHE_DIR": str(tmp_path_factory.mktemp("run-cache"))}
+
+
+@pytest.fixture(scope="module")
+def run_json(tmp_path_factory, cache_env):
     log = tmp_path_factory.mktemp("log") / "pairs.jsonl"
-    proc = bestofn("run", "Give one tip for staying focused while studying.", "-n", "4", "--max-tokens", "48",
-                   "--pair-margin", "0", "--json", "--log", str(log))
+    proc = bestofn(*RUN_ARGS, "--log", str(log), env=cache_env)
     return json.loads(proc.stdout), log
+
+
+def test_a_rerun_is_served_from_the_cache_with_the_same_choice(run_json, cache_env):
+    first, _ = run_json
+    again = json.loads(bestofn(*RUN_ARGS, env=cache_env).stdout)
+    assert again["cost"]["calls"] == 0 and again["cost"]["cache_hits"] == first["cost"]["calls"]
+    assert again["ranking"] == first["ranking"] and again["scores"] == first["scores"]
 
 
 def test_run_json_has_the_documented_shape(run_json):
@@ -114,3 +131,19 @@ def test_judges_list_and_show():
     assert "default" in bestofn("judges", "list").stdout
     shown = bestofn("judges", "show", "default").stdout
     assert 'name = "default"' in shown and "safety_veto" in shown
+
+
+def test_run_passes_constraints_to_verifier_judges(tmp_path):
+    panel = "tests/panels/verifiers.toml"
+    args = ("run", "Reply with exactly one word in capital letters.", "-n", "3", "--max-tokens", "8",
+            "--panel", panel, "--json")
+    checked = json.loads(bestofn(*args, "--constraints",
+                                 '{"instruction_id_list": ["change_case:english_capital"], "kwargs": [{}]}').stdout)
+    assert {v["status"] for v in checked["verdicts"]} == {"ok"}
+    assert all(v["kind"] == "verifier" and v["score"] in (0.0, 1.0) for v in checked["verdicts"])
+    for v in checked["verdicts"]:  # a text with a lower-case letter never passes the rule
+        text = next(c["text"] for c in checked["candidates"] if c["id"] == v["candidate_ids"][0])
+        if text != text.upper():
+            assert v["score"] == 0.0 and "change_case:english_capital" in v["reasoning"]
+    unchecked = json.loads(bestofn(*args).stdout)
+    assert {v["status"] for v in unchecked["verdicts"]} == {"abstain"}
