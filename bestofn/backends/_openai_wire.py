@@ -18,9 +18,10 @@ from functools import lru_cache
 from typing import Any
 
 from bestofn.backends.base import Completion, SamplingParams, TokenLogprob
+from bestofn.backends.sdk_errors import typed_error as sdk_typed_error
 from bestofn.backends.limits import Limits, PerLoop
 from bestofn.backends.retry_after import capped_http_client
-from bestofn.errors import AuthError, BackendError, MissingExtraError, RateLimitError, UnknownModelError
+from bestofn.errors import AuthError, BackendError, MissingExtraError
 from bestofn.records import Message, Usage
 
 DEFAULT_TIMEOUT = 120.0
@@ -153,24 +154,9 @@ def completions_from(response: Any, latency_s: float) -> list[Completion]:
 
 
 def typed_error(exc: Exception, backend: str, model: str) -> Exception:
-    """Translate an SDK exception into bestofn's typed errors (auth, rate limit, unknown model, other)."""
     import openai
 
-    status = getattr(exc, "status_code", None)
-    detail = getattr(exc, "message", None) or str(exc)
-    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return AuthError(backend, f"authentication failed ({status}): {detail}; check the API key")
-    if isinstance(exc, openai.RateLimitError):
-        return RateLimitError(backend, f"rate limited (429) and the retries are used up: {detail}")
-    if isinstance(exc, openai.NotFoundError):
-        return UnknownModelError(backend, f"unknown model {model!r} (404): {detail}")
-    if isinstance(exc, openai.APITimeoutError):
-        return BackendError(backend, f"request timed out: {detail}")
-    if isinstance(exc, openai.APIConnectionError):
-        return BackendError(backend, f"cannot connect: {detail}")
-    if isinstance(exc, openai.APIStatusError):
-        return BackendError(backend, f"HTTP {status}: {detail}")
-    return BackendError(backend, f"{type(exc).__name__}: {detail}")
+    return sdk_typed_error(openai, exc, backend, model)
 
 
 class OpenAIChat:

@@ -28,10 +28,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bestofn.backends.base import Backend, Completion, SamplingParams
+from bestofn.backends.sdk_errors import typed_error as sdk_typed_error
 from bestofn.backends.limits import Limits, PerLoop, collect, fan_out
 from bestofn.backends.pricing import Price
 from bestofn.backends.retry_after import capped_http_client
-from bestofn.errors import AuthError, BackendError, ConfigError, MissingExtraError, RateLimitError, UnknownModelError
+from bestofn.errors import AuthError, BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
 
 DEFAULT_TIMEOUT = 120.0
@@ -80,24 +81,7 @@ def from_message(message: Any, latency_s: float) -> Completion:
 
 
 def typed_error(exc: Exception, backend: str, model: str) -> Exception:
-    anthropic = _sdk()
-    status = getattr(exc, "status_code", None)
-    detail = getattr(exc, "message", None) or str(exc)
-    if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
-        return AuthError(backend, f"authentication failed ({status}): {detail}; check the API key")
-    if isinstance(exc, anthropic.RateLimitError):
-        return RateLimitError(backend, f"rate limited (429) and the retries are used up: {detail}")
-    if isinstance(exc, anthropic.NotFoundError):
-        return UnknownModelError(backend, f"unknown model {model!r} (404): {detail}")
-    if status == 529:
-        return BackendError(backend, f"overloaded (529) and the retries are used up: {detail}")
-    if isinstance(exc, anthropic.APITimeoutError):
-        return BackendError(backend, f"request timed out: {detail}")
-    if isinstance(exc, anthropic.APIConnectionError):
-        return BackendError(backend, f"cannot connect: {detail}")
-    if isinstance(exc, anthropic.APIStatusError):
-        return BackendError(backend, f"HTTP {status}: {detail}")
-    return BackendError(backend, f"{type(exc).__name__}: {detail}")
+    return sdk_typed_error(_sdk(), exc, backend, model)
 
 
 class AnthropicBackend(Backend):
