@@ -228,6 +228,8 @@ async def aselect(
         generator=generator.spec,
         panel=the_panel.name,
         seed=seed,
+        # an answer the safety judge vetoed, or whose safety verdict failed, is never the chosen side of a pair
+        never_chosen=set(result.stats.get("vetoed", [])) | set(result.stats.get("safety_flagged", [])),
     )
     best = next((c for c in candidates if result.ranking and c.id == result.ranking[0]), None)
     selection = Selection(

@@ -121,3 +121,27 @@ def test_pair_ids_are_stable_and_strategies_differ():
     assert len(_pairs(cands, scores, 0.45, "all-pairs")) == 1
     [best_random] = _pairs(cands, scores, 0.0, "best-random")
     assert best_random.chosen[0].content == "a" and best_random.strategy == "best-random"
+
+
+async def test_a_vetoed_answer_is_never_the_chosen_side_of_a_logged_pair(tmp_path):
+    """The safety judge vetoes the answer the other judges like best: no pair may prefer it."""
+    from bestofn.select import aselect
+    from tests.fake_backend import FakeBackend
+
+    def reply(score):
+        return f'{{"reasoning": "r", "score": {score}}}'
+
+    generator = FakeBackend(["unsafe but rated high", "safe and plain", "safe and poor"])
+    # judges run judge by judge, candidate by candidate (the fake backend is not serial, but each judge's
+    # calls are submitted in candidate order): correctness, safety, helpfulness, instruction_following
+    judge = FakeBackend([reply(10), reply(6), reply(2),   # correctness
+                         reply(1), reply(9), reply(9),    # safety: the first is vetoed
+                         reply(10), reply(6), reply(2),   # helpfulness
+                         reply(10), reply(6), reply(2)])  # instruction_following
+    judge.serial = True  # keep the generate-then-judge order, so the replies above line up
+    generator.serial = True
+    selection = await aselect("q", n=3, model=generator, judge_model=judge, cache=False, strategy="all-pairs",
+                              pair_margin=0.0)
+    unsafe = selection.candidates[0].id
+    assert selection.stats["vetoed"] == [unsafe] and selection.ranking[-1] == unsafe
+    assert selection.pairs and all(p.chosen_id != unsafe for p in selection.pairs)

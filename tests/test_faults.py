@@ -319,3 +319,38 @@ def test_build_finishes_every_prompt_it_can_and_lists_the_failures(tmp_path, dat
     ids = [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").split("\n") if line]
     assert len(ids) == len(set(ids))  # no duplicates
     assert out.read_bytes() == reference.read_bytes()  # no row lost: exactly the rows of a run without faults
+
+
+# ---------------------------------------------------------------------------------------------- anthropic
+
+
+ANTHROPIC_REPLY = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                   "content": [{"type": "text", "text": "Rayleigh scattering."}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 3}}
+
+
+@pytest.mark.timeout(60)
+def test_anthropic_absurd_retry_after_is_capped_too(loopback, monkeypatch):
+    """The anthropic SDK would sleep a server's Retry-After of 1e9 s (it caps at ~50 days): our HTTP client caps
+    it first. The loopback server answers /v1/messages through a hook with the Messages API's shape."""
+    from bestofn.backends.anthropic import AnthropicBackend
+
+    monkeypatch.setenv("BESTOFN_MAX_RETRY_AFTER", "0.2")
+    seen: list[str] = []
+
+    def hook(req):
+        seen.append(req.path)
+        return Fault(429, headers={"retry-after": "1e9"}) if len(seen) <= 2 else (200, ANTHROPIC_REPLY)
+
+    loopback.hook = hook
+    b = AnthropicBackend("claude-x", api_key="k", base_url=loopback.base_url.removesuffix("/v1"), max_retries=2)
+    started = time.monotonic()
+    (out,) = asyncio.run(b.sample(ASK, SamplingParams(n=1, max_tokens=16)))
+    assert out.text == "Rayleigh scattering." and seen == ["/v1/messages"] * 3
+    assert time.monotonic() - started < 10
+
+    for body, ctype, message in [(json.dumps(ANTHROPIC_REPLY).encode()[:60], "application/json", "not valid JSON"),
+                                 (b"<html>502 Bad Gateway</html>", "text/html", "not a Messages API message")]:
+        loopback.hook = lambda req: Fault(200, body=body, headers={"content-type": ctype})
+        with pytest.raises(BackendError, match=f"anthropic:claude-x: the server's reply is {message}"):
+            asyncio.run(b.sample(ASK, SamplingParams(n=1, max_tokens=16)))

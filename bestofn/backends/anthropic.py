@@ -180,6 +180,10 @@ class AnthropicBackend(Backend):
                     message = await asyncio.to_thread(client.messages.create, **kwargs)
             except anthropic.AnthropicError as exc:
                 raise typed_error(exc, self.spec, self.model) from exc
+            except ValueError as exc:  # a body cut short or not JSON, or text no codec takes
+                raise BackendError(self.spec, f"the server's reply is not valid JSON (truncated?): {exc}") from exc
+            if isinstance(message, str):  # the SDK hands back the text of a body that is not JSON
+                raise BackendError(self.spec, f"the server's reply is not a Messages API message: {message[:80]!r}")
             return from_message(message, time.perf_counter() - started)
 
     async def aclose(self) -> None:

@@ -26,7 +26,7 @@ from bestofn.build.report import BuildProgress, BuildSummary, print_summary, pro
 from bestofn.cache import Cache, resolve_cache
 from bestofn.errors import BestofnError, ConfigError
 from bestofn.export import check_output, row_line, rows_for, write_rows
-from bestofn.pairs import STRATEGIES, make_pairs
+from bestofn.pairs import STRATEGIES
 from bestofn.panel import Panel, load_panel
 from bestofn.records import Selection
 from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n
@@ -219,12 +219,7 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
         if errors:  # a backend failed mid-judging: retry the prompt later rather than keep a partial verdict set
             return await failed(row, f"judge {errors[0].judge}: {errors[0].reason}", selection)
         never = set(selection.stats.get("vetoed", [])) | set(selection.stats.get("safety_flagged", []))
-        pairs = make_pairs(
-            prompt=selection.prompt, candidates=selection.candidates, verdicts=selection.verdicts,
-            scores=selection.scores, ranking=selection.ranking, strategy=opts.strategy, margin=margin,
-            generator=opts.model, panel=panel.name, seed=opts.seed, never_chosen=never,
-        )
-        selection = selection.model_copy(update={"pairs": pairs})
+        pairs = selection.pairs  # aselect never makes a vetoed or safety-flagged answer the chosen side
         reason = None if pairs else _no_pair_reason(selection, never, margin)
         record = {
             "prompt_id": row.id, "line": row.line, "metadata": row.metadata, "generator": opts.model,
