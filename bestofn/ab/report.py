@@ -114,6 +114,12 @@ def flags_for(label: str, s: dict[str, Any], summaries: dict[str, dict], vs_long
             sig = " (significantly)" if dhi is not None and dhi < 0 else " (within noise)"
         out.append(f"the prefer-longer baseline does as well or better: {base['accuracy']:.0%} against "
                    f"{s['accuracy']:.0%}{sig}")
+    if vs_longer is not None:
+        m = vs_longer["mcnemar"]
+        if m["b_only"] > m["a_only"]:
+            out.append(f"counting ties as wrong, prefer-longer is right where this judge is not on {m['b_only']} "
+                       f"items, the reverse on {m['a_only']} (exact McNemar p = {m['p_value']:.2g}): its accuracy "
+                       "owes much to half credit for ties")
     cons = s.get("position_consistency")
     if cons and cons["n"] and cons["p"] is not None and cons["p"] < 0.8:
         out.append(f"position consistency {cons['p']:.0%}: the verdict often flips when the answers swap places")

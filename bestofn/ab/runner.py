@@ -85,11 +85,13 @@ class PanelRunner:
         return build_judges(panel, backend_for, max_tokens=s.judge_max_tokens)
 
     def fingerprint(self) -> str:
-        """Everything that decides this panel's results: a journal is only reused when this matches."""
+        """Everything that decides this panel's results: a journal is only reused when this matches. The panel
+        is taken without its default values, so a new optional panel field does not orphan old journals."""
         judges = self.judges(Meter())
         templates = {j.name: getattr(getattr(j, "template", None), "sha256", None) for j in judges}
         s = self.settings
-        return sha256_hex("ab-panel", self.panel.model_dump(mode="json", exclude={"source"}), templates,
+        panel = self.panel.model_dump(mode="json", exclude={"source"}, exclude_defaults=True)
+        return sha256_hex("ab-panel", panel, templates,
                           getattr(s.judge_model, "spec", s.judge_model), s.base_url, s.seed,
                           s.judge_max_tokens)[:16]
 
