@@ -22,7 +22,7 @@ from bestofn.errors import BestofnError
 from bestofn.panel import builtin_panels, load_panel
 from bestofn.records import Selection
 from bestofn.resources import resolve
-from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_JUDGE_MAX_TOKENS, select
+from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, select
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Best-of-n answers from an LLM, chosen by a panel of judges.")
@@ -59,7 +59,8 @@ def run(
     base_url: Optional[str] = BaseUrlOpt,
     seed: int = SeedOpt,
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Generation token limit."),
-    judge_max_tokens: int = typer.Option(DEFAULT_JUDGE_MAX_TOKENS, "--judge-max-tokens"),
+    judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
+                                                   help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),
     temperature: float = typer.Option(DEFAULT_TEMPERATURE, "--temperature"),
     pair_margin: Optional[float] = typer.Option(None, "--pair-margin", help="Override the panel's pair_margin."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole Selection as JSON."),

@@ -30,7 +30,7 @@ def ab(
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="BESTOFN_BASE_URL",
                                            help="Base URL for vllm: specs."),
     judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
-                                                   help="Judge token limit (default 384; a panel's TOML wins)."),
+                                                   help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the call cache."),
     as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON on stdout."),
 ) -> None:

@@ -14,7 +14,7 @@ from bestofn.build.report import print_summary
 from bestofn.build.runner import DEFAULT_CONCURRENCY, DEFAULT_N, BuildError, build as run_build
 from bestofn.export import FORMATS
 from bestofn.pairs import STRATEGIES
-from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
+from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 
 
 def build(
@@ -29,7 +29,8 @@ def build(
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="BESTOFN_BASE_URL", help="Base URL for vllm: specs."),
     seed: int = typer.Option(0, "--seed"),
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Generation token limit."),
-    judge_max_tokens: int = typer.Option(DEFAULT_JUDGE_MAX_TOKENS, "--judge-max-tokens"),
+    judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
+                                                   help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),
     temperature: float = typer.Option(DEFAULT_TEMPERATURE, "--temperature"),
     pair_margin: Optional[float] = typer.Option(None, "--pair-margin", help="Override the panel's pair_margin."),
     concurrency: int = typer.Option(DEFAULT_CONCURRENCY, "--concurrency", help="Prompts in flight at once."),

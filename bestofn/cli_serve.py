@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
+from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from bestofn.serve import DEFAULT_HOST, DEFAULT_MAX_BODY, DEFAULT_N, DEFAULT_PORT
 
 
@@ -23,7 +23,8 @@ def serve(
     n: int = typer.Option(DEFAULT_N, "-n", help="Candidates per request (1-64), unless the request's bestofn.n says."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for requests without one (default: random per request)."),
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Generation limit when a request gives none."),
-    judge_max_tokens: int = typer.Option(DEFAULT_JUDGE_MAX_TOKENS, "--judge-max-tokens"),
+    judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
+                                                   help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),
     temperature: float = typer.Option(DEFAULT_TEMPERATURE, "--temperature", help="When a request gives none."),
     accept_threshold: Optional[float] = typer.Option(None, "--accept-threshold", help="Early stop: sample in waves until one candidate's aggregate score (0-1) reaches this."),
     wave_size: Optional[int] = typer.Option(None, "--wave-size", help="Candidates per wave with --accept-threshold (default n/4)."),

@@ -27,7 +27,6 @@ from bestofn.sync import run_sync
 MAX_N = 64
 DEFAULT_MODEL = "local"
 DEFAULT_MAX_TOKENS = 512
-DEFAULT_JUDGE_MAX_TOKENS = 384
 DEFAULT_TEMPERATURE = 0.8
 
 #: progress(stage, done, total): stage is "generate" or "judge"
@@ -160,7 +159,7 @@ async def aselect(
     base_url: str | None = None,
     seed: int = 0,
     max_tokens: int = DEFAULT_MAX_TOKENS,
-    judge_max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS,
+    judge_max_tokens: int | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     reference: str | None = None,
     constraints: dict[str, Any] | None = None,

@@ -38,7 +38,7 @@ from bestofn.errors import AuthError, BackendError, BestofnError, ConfigError, M
 from bestofn.panel import Panel, builtin_panels, load_panel
 from bestofn.records import Selection
 from bestofn.select import (
-    DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, MAX_N, aselect, check_n, resolve_panel,
+    DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, MAX_N, aselect, check_n, resolve_panel,
 )
 from bestofn.early_stop import check_threshold
 from bestofn.serve_gate import Redactor, configure_logging, secrets_from_env
@@ -58,7 +58,7 @@ class ServeConfig:
     n: int = DEFAULT_N
     seed: int | None = None  # None: a random seed for each request that gives none
     max_tokens: int = DEFAULT_MAX_TOKENS
-    judge_max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS
+    judge_max_tokens: int | None = None
     temperature: float = DEFAULT_TEMPERATURE
     accept_threshold: float | None = None
     wave_size: int | None = None

@@ -49,7 +49,7 @@ from bestofn.chat_wire import (
 from bestofn.errors import ConfigError
 from bestofn.panel import Panel
 from bestofn.records import Message, Selection
-from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n, resolve_panel
+from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n, resolve_panel
 
 log = logging.getLogger("bestofn.wrap")
 TRANSPORT_OPTIONS = ("extra_headers", "extra_query", "timeout")  # request options with no bearing on the text
@@ -93,7 +93,7 @@ class WrapConfig:
     seed: int | None
     temperature: float
     max_tokens: int
-    judge_max_tokens: int
+    judge_max_tokens: int | None
     accept_threshold: float | None
     wave_size: int | None
     strategy: str
@@ -350,7 +350,7 @@ def wrap(
     seed: int | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     max_tokens: int = DEFAULT_MAX_TOKENS,
-    judge_max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS,
+    judge_max_tokens: int | None = None,
     accept_threshold: float | None = None,
     wave_size: int | None = None,
     strategy: str = "best-worst",

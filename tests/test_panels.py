@@ -36,6 +36,20 @@ def test_compact_and_verifier_first_score_the_default_panels_criteria_with_its_w
     assert list(load_panel("verifier-first").gates()) == ["verify"]
 
 
+def test_judge_max_tokens_precedence_is_flag_then_toml_then_default():
+    """DESIGN.md: command-line flag > the panel's TOML > the default (384)."""
+    default = load_panel("default")
+    judges = list(default.judges)
+    judges[0] = judges[0].model_copy(update={"max_tokens": 100})
+    panel = default.model_copy(update={"judges": judges})
+
+    def limits(flag):
+        return [j.max_tokens for j in build_judges(panel, lambda config: FakeBackend(), max_tokens=flag)]
+
+    assert limits(None) == [100, 384, 384, 384]  # the TOML's where it sets one, else the default
+    assert limits(64) == [64, 64, 64, 64]  # the flag wins over the TOML
+
+
 def judge_calls(selection: Selection) -> int:
     """The model calls the verdicts account for (re-asks included), counted once per call."""
     calls = 0

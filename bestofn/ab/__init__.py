@@ -53,12 +53,11 @@ async def arun_ab(
     """Run panels A and B (and the baselines) on the gold set; with `report`, journal every item there (a
     rerun resumes) and write index.html and report.json."""
     from bestofn.ab import report as reporting
-    from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS
 
     the_gold = gold if isinstance(gold, GoldSet) else load_gold(gold)
     the_gold = the_gold.limited(limit, seed)
     settings = RunSettings(judge_model=judge_model, base_url=base_url, seed=seed,
-                           judge_max_tokens=judge_max_tokens or DEFAULT_JUDGE_MAX_TOKENS, cache=cache)
+                           judge_max_tokens=judge_max_tokens, cache=cache)
     out_dir = Path(report) if report is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from bestofn.judging import Judge, JudgeInput, build_judges
 from bestofn.meter import Meter, MeteredBackend
 from bestofn.panel import JudgeConfig, Panel
 from bestofn.records import Candidate, Message, Verdict, sha256_hex, text_id
-from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MODEL, judge_all, resolve_panel
+from bestofn.select import DEFAULT_MODEL, judge_all, resolve_panel
 from bestofn.sinks import append_lines
 
 #: progress(label, done, total)
@@ -55,7 +55,7 @@ class RunSettings:
     judge_model: str | Backend | None = None  # a spec, or a Backend instance (tests, custom backends)
     base_url: str | None = None
     seed: int = 0
-    judge_max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS
+    judge_max_tokens: int | None = None
     cache: Cache | str | Path | bool | None = None
     concurrency: int | None = None  # None: 1 for serial backends (the embedded model), else 8
 
@@ -93,7 +93,7 @@ class PanelRunner:
         panel = self.panel.model_dump(mode="json", exclude={"source"}, exclude_defaults=True)
         return sha256_hex("ab-panel", panel, templates,
                           getattr(s.judge_model, "spec", s.judge_model), s.base_url, s.seed,
-                          s.judge_max_tokens)[:16]
+                          [j.max_tokens for j in judges])[:16]
 
     def concurrency(self) -> int:
         if self.settings.concurrency:

@@ -29,7 +29,7 @@ from bestofn.export import check_output, row_line, rows_for, write_rows
 from bestofn.pairs import STRATEGIES
 from bestofn.panel import Panel, load_panel
 from bestofn.records import Selection
-from bestofn.select import DEFAULT_JUDGE_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n
+from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n
 from bestofn.sinks import append_lines
 from bestofn.templates import load_template
 
@@ -56,7 +56,7 @@ class BuildOptions:
     base_url: str | None = None
     seed: int = 0
     max_tokens: int = DEFAULT_MAX_TOKENS
-    judge_max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS
+    judge_max_tokens: int | None = None
     temperature: float = DEFAULT_TEMPERATURE
     pair_margin: float | None = None
     concurrency: int = DEFAULT_CONCURRENCY

@@ -6,7 +6,7 @@ from typing import Callable
 
 from bestofn.backends.base import Backend
 from bestofn.errors import ConfigError
-from bestofn.judging.base import Judge, JudgeInput
+from bestofn.judging.base import DEFAULT_JUDGE_MAX_TOKENS, Judge, JudgeInput
 from bestofn.judging.compact import CompactJudge
 from bestofn.judging.listwise import ListwiseJudge
 from bestofn.judging.pairwise import PairwiseJudge
@@ -24,8 +24,10 @@ def build_judges(
     panel: Panel,
     backend_for: Callable[[JudgeConfig], Backend | None],
     *,
-    max_tokens: int = 384,
+    max_tokens: int | None = None,
 ) -> list[Judge]:
+    """The panel's judges. `max_tokens` (the --judge-max-tokens flag) overrides each judge's TOML `max_tokens`,
+    which overrides DEFAULT_JUDGE_MAX_TOKENS."""
     judges = []
     for config in panel.judges:
         cls = KINDS.get(config.kind)
@@ -37,7 +39,7 @@ def build_judges(
             cls(
                 config=config,
                 backend=backend_for(config) if cls.needs_model else None,
-                max_tokens=config.max_tokens or max_tokens,
+                max_tokens=max_tokens or config.max_tokens or DEFAULT_JUDGE_MAX_TOKENS,
                 temperature=config.temperature if config.temperature is not None else 0.0,
             )
         )

@@ -11,6 +11,10 @@ from bestofn.panel import JudgeConfig
 from bestofn.records import Candidate, Message, Verdict
 
 
+#: a judge's token limit when neither --judge-max-tokens nor the judge's TOML sets one
+DEFAULT_JUDGE_MAX_TOKENS = 384
+
+
 @dataclass(frozen=True)
 class JudgeInput:
     """What comes with the prompt: the conversation, the seed, and anything to check against."""
@@ -30,7 +34,7 @@ class Judge(ABC):
 
     config: JudgeConfig
     backend: Backend | None = None  # None for judges that need no model (verifiers)
-    max_tokens: int = 384
+    max_tokens: int = DEFAULT_JUDGE_MAX_TOKENS
     temperature: float = 0.0
 
     @property
