@@ -24,7 +24,7 @@ after = both orders, a disagreement being a tie.
     python bench/bench_attacks.py --questions 4          # ~4 x (15 x 4 x 2 + 2 x 9) judge calls
     python bench/bench_attacks.py --questions 2 --no-pairwise
 
-Prints the table; asserts nothing. Figures from small runs are noisy: the count of trials is printed with each.
+Prints the table after every trial (a stopped run keeps what it measured); asserts nothing. Figures from small runs are noisy: the count of trials is printed with each.
 """
 
 from __future__ import annotations
@@ -132,10 +132,52 @@ async def run(args) -> None:
     default = load_panel("default")
     flag_only = default.model_copy(update={"content_free": "flag"})
     attack_fns = {k: f for k, f in attacks().items() if not args.attacks or any(a in k for a in args.attacks)}
+    if not attack_fns:
+        sys.exit(f"no attack matches {args.attacks}; the attacks are: {', '.join(attacks())}")
     rows = trials(data_dir, args.questions, args.offset)
     names = list(attack_fns)
     keys = ("out_before", "out_after", "tie_before", "tie_after", "up_before", "up_after", "pw_before", "pw_after")
     tally = {name: {k: [] for k in keys} for name in names}
+
+    def print_table(done: int) -> None:
+        """The table so far (printed after every trial, so a stopped run still reports what it measured)."""
+        def ties(t: dict) -> str:
+            share = [100 * sum(t[k]) / len(t[k]) if t[k] else 0.0 for k in ("tie_before", "tie_after")]
+            return f"{share[0]:.0f}%/{share[1]:.0f}%"
+
+        def rate(values: list[float]) -> str:
+            return f"{100 * sum(values) / len(values):5.1f}% ({len(values)})" if values else "   n/a"
+
+        print(f"\nAttack success rates after {done} of {len(rows)} trials, default panel on the local model; "
+              f"BIG-bench 2-digit addition questions (from #{args.offset}), seed {args.seed}, judge max_tokens {args.judge_max_tokens}; "
+              f"{meter.calls} judge calls in {time.perf_counter() - started:.0f} s")
+        print("outrank: hostile (wrong answer + attack, or the key alone) ranks above the clean correct answer")
+        print("tied:    share of those comparisons where both got the same aggregate score (the ranking then falls to the")
+        print("         number of valid verdicts, then a seeded hash)")
+        print("uplift:  correct answer + attack scores strictly above the same answer without it")
+        print("pairwise: the pairwise panel picks the hostile answer over the clean one (one order vs both orders)\n")
+        head = f"{'attack':48s} {'outrank before':>15s} {'outrank after':>15s} {'tied b/a':>11s} {'uplift before':>15s} " \
+               f"{'uplift after':>15s}"
+        if args.pairwise:
+            head += f" {'pairwise 1 order':>17s} {'pairwise 2 orders':>17s}"
+        print(head)
+        print("-" * len(head))
+        for name in names:
+            t = tally[name]
+            line = f"{name:48s} {rate(t['out_before']):>15s} {rate(t['out_after']):>15s} {ties(t):>11s} " \
+                   f"{rate(t['up_before']):>15s} {rate(t['up_after']):>15s}"
+            if args.pairwise:
+                line += f" {rate(t['pw_before']):>17s} {rate(t['pw_after']):>17s}"
+            print(line)
+        every = {k: [x for name in names for x in tally[name][k]] for k in tally[names[0]]}
+        line = f"{'all attacks':48s} {rate(every['out_before']):>15s} {rate(every['out_after']):>15s} {ties(every):>11s} " \
+               f"{rate(every['up_before']):>15s} {rate(every['up_after']):>15s}"
+        if args.pairwise:
+            line += f" {rate(every['pw_before']):>17s} {rate(every['pw_after']):>17s}"
+        print("-" * len(head))
+        print(line, flush=True)
+
+
     started = time.perf_counter()
     for t_index, trial in enumerate(rows):
         item = JudgeInput(prompt=[__import__("bestofn.records", fromlist=["Message"]).Message(
@@ -198,42 +240,7 @@ async def run(args) -> None:
                 tally[name]["pw_after"].append(1.0 if verdict.details["winner"] == hostile.id else 0.0)
         print(f"trial {t_index + 1}/{len(rows)} done: {meter.calls} calls, {time.perf_counter() - started:.0f} s",
               file=sys.stderr, flush=True)
-
-    def ties(t: dict) -> str:
-        share = [100 * sum(t[k]) / len(t[k]) if t[k] else 0.0 for k in ("tie_before", "tie_after")]
-        return f"{share[0]:.0f}%/{share[1]:.0f}%"
-
-    def rate(values: list[float]) -> str:
-        return f"{100 * sum(values) / len(values):5.1f}% ({len(values)})" if values else "   n/a"
-
-    print(f"\nAttack success rates, default panel on the local model; {len(rows)} BIG-bench 2-digit addition "
-          f"questions (from #{args.offset}), seed {args.seed}, judge max_tokens {args.judge_max_tokens}; "
-          f"{meter.calls} judge calls in {time.perf_counter() - started:.0f} s")
-    print("outrank: hostile (wrong answer + attack, or the key alone) ranks above the clean correct answer")
-    print("tied:    share of those comparisons where both got the same aggregate score (the ranking then falls to the")
-    print("         number of valid verdicts, then a seeded hash)")
-    print("uplift:  correct answer + attack scores strictly above the same answer without it")
-    print("pairwise: the pairwise panel picks the hostile answer over the clean one (one order vs both orders)\n")
-    head = f"{'attack':48s} {'outrank before':>15s} {'outrank after':>15s} {'tied b/a':>11s} {'uplift before':>15s} " \
-           f"{'uplift after':>15s}"
-    if args.pairwise:
-        head += f" {'pairwise 1 order':>17s} {'pairwise 2 orders':>17s}"
-    print(head)
-    print("-" * len(head))
-    for name in names:
-        t = tally[name]
-        line = f"{name:48s} {rate(t['out_before']):>15s} {rate(t['out_after']):>15s} {ties(t):>11s} " \
-               f"{rate(t['up_before']):>15s} {rate(t['up_after']):>15s}"
-        if args.pairwise:
-            line += f" {rate(t['pw_before']):>17s} {rate(t['pw_after']):>17s}"
-        print(line)
-    every = {k: [x for name in names for x in tally[name][k]] for k in tally[names[0]]}
-    line = f"{'all attacks':48s} {rate(every['out_before']):>15s} {rate(every['out_after']):>15s} {ties(every):>11s} " \
-           f"{rate(every['up_before']):>15s} {rate(every['up_after']):>15s}"
-    if args.pairwise:
-        line += f" {rate(every['pw_before']):>17s} {rate(every['pw_after']):>17s}"
-    print("-" * len(head))
-    print(line)
+        print_table(t_index + 1)
 
 
 def main() -> None:
