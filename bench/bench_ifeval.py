@@ -22,6 +22,7 @@ sentence counts are possible.
     pip install if-verifiable            # benchmark only
     python bench/bench_ifeval.py --limit 25
     python bench/bench_ifeval.py --limit 50 --panel compact
+    python bench/bench_ifeval.py --limit 50 --judge-model openai:gpt-4o-mini   # (b) with a stronger judge
 
 Samples are kept in --samples (JSONL) so that a rerun, or a larger --limit, reuses what was generated.
 """
@@ -125,10 +126,13 @@ async def sample_all(
 
 
 async def pick(
-    panel: Panel, row: dict[str, Any], cands: list[Candidate], seed: int, meter: Meter
+    panel: Panel, row: dict[str, Any], cands: list[Candidate], seed: int, meter: Meter, judge_model: str | None = None
 ) -> tuple[str | None, float]:
     """The candidate the panel ranks first (None if it ranks none), and the judging time."""
-    judges = build_judges(panel, lambda config: MeteredBackend(load_backend(config.model or "local"), meter))
+    def backend_for(config):
+        return MeteredBackend(load_backend(judge_model or config.model or "local"), meter)
+
+    judges = build_judges(panel, backend_for)
     item = JudgeInput(
         prompt=[Message(role="user", content=row["prompt"])],
         seed=seed,
@@ -145,6 +149,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=50, help="first N IFEval prompts")
     ap.add_argument("--panel", default="compact", help="the LLM panel for (b); 'none' skips it")
     ap.add_argument("--model", default="local")
+    ap.add_argument("--judge-model", default=None, help="model for the panel's judges (default: the panel's, else local)")
     ap.add_argument("--max-tokens", type=int, default=200)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
@@ -198,7 +203,7 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
         passed["random"] += ok[rng.choice(cands).id]
         passed["ceiling"] += any(ok.values())
         for label, panel in panels.items():
-            best, secs = asyncio.run(pick(panel, row, cands, args.seed, meters[label]))
+            best, secs = asyncio.run(pick(panel, row, cands, args.seed, meters[label], args.judge_model))
             seconds[label] += secs
             passed[label] += bool(best is not None and ok[best])
         print(f"  judged {done}/{len(rows)}", file=sys.stderr, flush=True)
