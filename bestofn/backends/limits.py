@@ -23,7 +23,8 @@ from bestofn.errors import ConfigError
 DEFAULT_CONCURRENCY = 64
 
 
-def _env_int(name: str, default: int | None) -> int | None:
+def env_int(name: str, default: int | None) -> int | None:
+    """A positive integer from the environment variable `name` (unset or blank: `default`), or a ConfigError."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -40,8 +41,8 @@ class Limits:
     """`async with limits:` around one request: waits for a free slot, then for the rate limiter."""
 
     def __init__(self, concurrency: int | None = None, rpm: int | None = None) -> None:
-        self.concurrency = concurrency or _env_int("BESTOFN_CONCURRENCY", DEFAULT_CONCURRENCY) or DEFAULT_CONCURRENCY
-        self.rpm = rpm if rpm is not None else _env_int("BESTOFN_RPM", None)
+        self.concurrency = concurrency or env_int("BESTOFN_CONCURRENCY", DEFAULT_CONCURRENCY) or DEFAULT_CONCURRENCY
+        self.rpm = rpm if rpm is not None else env_int("BESTOFN_RPM", None)
         if self.concurrency < 1 or (self.rpm is not None and self.rpm < 1):
             raise ConfigError(f"concurrency and rpm must be at least 1, got {self.concurrency} and {self.rpm}")
         # Created lazily: a Semaphore/AsyncLimiter binds to the loop it is first used on, and a backend

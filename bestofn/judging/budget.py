@@ -20,10 +20,10 @@ overhead.
 from __future__ import annotations
 
 import math
-import os
 
 from bestofn.backends.base import Backend
-from bestofn.errors import BackendError, ConfigError
+from bestofn.backends.limits import env_int
+from bestofn.errors import BackendError
 from bestofn.meter import innermost
 from bestofn.records import Message
 
@@ -36,23 +36,10 @@ class PromptTooLongError(BackendError):
     """A judge prompt that does not fit the judge's budget (nothing was sent, nothing was cut)."""
 
 
-def _env_cap() -> int | None:
-    raw = os.environ.get("BESTOFN_JUDGE_MAX_INPUT_TOKENS", "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"BESTOFN_JUDGE_MAX_INPUT_TOKENS must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"BESTOFN_JUDGE_MAX_INPUT_TOKENS must be at least 1, got {value}")
-    return value
-
-
 def budget_for(backend: Backend, max_tokens: int) -> tuple[int, str]:
     """(prompt tokens allowed, how that figure came about)."""
     window = getattr(innermost(backend), "context_window", None)
-    cap = _env_cap()
+    cap = env_int("BESTOFN_JUDGE_MAX_INPUT_TOKENS", None)
     if window:
         budget, how = window - max_tokens, f"context {window} - max_tokens {max_tokens}"
         if cap is not None and cap < budget:
