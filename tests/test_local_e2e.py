@@ -147,3 +147,14 @@ def test_run_passes_constraints_to_verifier_judges(tmp_path):
             assert v["score"] == 0.0 and "change_case:english_capital" in v["reasoning"]
     unchecked = json.loads(bestofn(*args).stdout)
     assert {v["status"] for v in unchecked["verdicts"]} == {"abstain"}
+
+
+def test_local_threads_come_from_the_environment_and_a_bad_value_is_named():
+    code = ("from bestofn.backends.local import LocalBackend; b = LocalBackend(); llama, _ = b._ensure(); "
+            "print(llama.n_threads, llama.n_threads_batch)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env={**os.environ, "BESTOFN_LOCAL_THREADS": "2"}).stdout
+    assert out.split() == ["2", "2"]
+    proc = bestofn("run", "hi", "-n", "1", env={"BESTOFN_LOCAL_THREADS": "two"}, check=False)
+    assert proc.returncode != 0 and "BESTOFN_LOCAL_THREADS must be an integer, got 'two'" in proc.stderr
+    assert "Traceback" not in proc.stderr

