@@ -155,6 +155,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=Path, default=Path("/tmp/bestofn_bench_ifeval_samples.jsonl"))
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--judge-all", action="store_true",
+                    help="judge every prompt, also those where all 8 samples pass or all fail (any pick scores the same)")
     args = ap.parse_args()
 
     rows = load_rows(args.limit)
@@ -184,6 +186,7 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
     meters = {label: Meter() for label in panels}
     agree_instr = total_instr = agree_prompt = total_prompt = 0
     disagreements: Counter[str] = Counter()
+    undecided = 0
     for done, row in enumerate(rows, 1):
         cands = samples[row["key"]]
         ref = {c.id: reference(row, c.text) for c in cands}
@@ -202,11 +205,16 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
         rng = random.Random(sha256_hex("random-pick", args.seed, row["key"]))
         passed["random"] += ok[rng.choice(cands).id]
         passed["ceiling"] += any(ok.values())
+        decisive = len(set(ok.values())) > 1  # some samples pass and some fail: the pick can matter
+        undecided += not decisive
         for label, panel in panels.items():
+            if not decisive and not args.judge_all:  # every pick scores the same: don't spend model calls on it
+                passed[label] += all(ok.values())
+                continue
             best, secs = asyncio.run(pick(panel, row, cands, args.seed, meters[label], args.judge_model))
             seconds[label] += secs
             passed[label] += bool(best is not None and ok[best])
-        print(f"  judged {done}/{len(rows)}", file=sys.stderr, flush=True)
+        print(f"  judged {done}/{len(rows)}{'' if decisive else ' (not decisive)'}", file=sys.stderr, flush=True)
 
     n = len(rows)
     single = passed["single"] / n
@@ -219,6 +227,10 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
         ratio = f"{acc / single:.2f}x single" if single else "n/a"
         extra = f"   judging {seconds[label]:.1f} s, {meters[label].calls} model calls" if label in meters else ""
         print(f"  {label:9s} {acc:6.1%}  ({passed[label]:.1f}/{n})  {ratio}{extra}")
+    if undecided and not args.judge_all:
+        print(f"  ({undecided} of {n} prompts were not decisive - all 8 samples pass, or all fail - so every pick scores "
+              "the same there; the judges ran on the other prompts only. --judge-all runs them everywhere.)")
+    print("  random is one seeded draw; its expectation is mean@8, the fairer bar for an LLM pick.")
     print(f"\nverifier vs reference: {agree_instr}/{total_instr} instruction verdicts agree "
           f"({agree_instr / max(total_instr, 1):.1%}); prompt level {agree_prompt}/{total_prompt} "
           f"({agree_prompt / max(total_prompt, 1):.1%})")
