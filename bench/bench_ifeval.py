@@ -24,7 +24,8 @@ sentence counts are possible.
     python bench/bench_ifeval.py --limit 50 --panel compact
     python bench/bench_ifeval.py --limit 50 --judge-model openai:gpt-4o-mini   # (b) with a stronger judge
 
-Samples are kept in --samples (JSONL) so that a rerun, or a larger --limit, reuses what was generated.
+Samples are kept in --samples (JSONL) so that a rerun, or a larger --limit, reuses what was generated; judge
+calls go through bestofn's call cache (BESTOFN_CACHE_DIR), so a rerun of the same panel costs nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 
 from bestofn.aggregate import aggregate
 from bestofn.backends import load_backend
+from bestofn.cache import cached, open_cache
 from bestofn.errors import ConfigError
 from bestofn.generate import generate
 from bestofn.judging import JudgeInput, build_judges
@@ -130,7 +132,7 @@ async def pick(
 ) -> tuple[str | None, float]:
     """The candidate the panel ranks first (None if it ranks none), and the judging time."""
     def backend_for(config):
-        return MeteredBackend(load_backend(judge_model or config.model or "local"), meter)
+        return MeteredBackend(cached(load_backend(judge_model or config.model or "local"), open_cache()), meter)
 
     judges = build_judges(panel, backend_for)
     item = JudgeInput(
@@ -228,8 +230,8 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
         extra = f"   judging {seconds[label]:.1f} s, {meters[label].calls} model calls" if label in meters else ""
         print(f"  {label:9s} {acc:6.1%}  ({passed[label]:.1f}/{n})  {ratio}{extra}")
     if undecided and not args.judge_all:
-        print(f"  ({undecided} of {n} prompts were not decisive - all 8 samples pass, or all fail - so every pick scores "
-              "the same there; the judges ran on the other prompts only. --judge-all runs them everywhere.)")
+        print(f"  ({undecided} of {n} prompts were not decisive - all 8 samples pass, or all fail - so every pick\n"
+              "   scores the same there; the judges ran on the other prompts only. --judge-all runs them everywhere.)")
     print("  random is one seeded draw; its expectation is mean@8, the fairer bar for an LLM pick.")
     print(f"\nverifier vs reference: {agree_instr}/{total_instr} instruction verdicts agree "
           f"({agree_instr / max(total_instr, 1):.1%}); prompt level {agree_prompt}/{total_prompt} "
