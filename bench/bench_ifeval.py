@@ -129,8 +129,8 @@ async def sample_all(
 
 async def pick(
     panel: Panel, row: dict[str, Any], cands: list[Candidate], seed: int, meter: Meter, judge_model: str | None = None
-) -> tuple[str | None, float]:
-    """The candidate the panel ranks first (None if it ranks none), and the judging time."""
+) -> tuple[str | None, dict[str, float | None], float]:
+    """The candidate the panel ranks first (None if it ranks none), every candidate's score, the judging time."""
     def backend_for(config):
         return MeteredBackend(cached(load_backend(judge_model or config.model or "local"), open_cache()), meter)
 
@@ -143,7 +143,23 @@ async def pick(
     started = time.perf_counter()
     verdicts = await judge_all(judges, item, cands)
     result = aggregate(panel, [c.id for c in cands if c.duplicate_of is None], verdicts, seed=seed)
-    return (result.ranking[0] if result.ranking else None), time.perf_counter() - started
+    best = result.ranking[0] if result.ranking else None
+    return best, result.scores, time.perf_counter() - started
+
+
+def pass_over_fail(ok: dict[str, bool], scores: dict[str, float | None]) -> tuple[float, int]:
+    """Over every (passing, failing) pair of one prompt's samples: how many the scores order right (a tie or two
+    unranked: half), and how many pairs. Summed over prompts and divided, it is an AUC: 0.5 means no signal."""
+    def key(cid: str) -> float:
+        score = scores.get(cid)
+        return float("-inf") if score is None else score
+
+    right, pairs = 0.0, 0
+    for p in (c for c, passed in ok.items() if passed):
+        for f in (c for c, passed in ok.items() if not passed):
+            pairs += 1
+            right += 1.0 if key(p) > key(f) else 0.5 if key(p) == key(f) else 0.0
+    return right, pairs
 
 
 def main() -> None:
@@ -189,6 +205,7 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
     agree_instr = total_instr = agree_prompt = total_prompt = 0
     disagreements: Counter[str] = Counter()
     undecided = 0
+    ordered: dict[str, tuple[float, int]] = {label: (0.0, 0) for label in panels}  # pass-over-fail pairs
     for done, row in enumerate(rows, 1):
         cands = samples[row["key"]]
         ref = {c.id: reference(row, c.text) for c in cands}
@@ -213,8 +230,10 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
             if not decisive and not args.judge_all:  # every pick scores the same: don't spend model calls on it
                 passed[label] += all(ok.values())
                 continue
-            best, secs = asyncio.run(pick(panel, row, cands, args.seed, meters[label], args.judge_model))
+            best, scores, secs = asyncio.run(pick(panel, row, cands, args.seed, meters[label], args.judge_model))
             seconds[label] += secs
+            right, pairs = pass_over_fail(ok, scores)
+            ordered[label] = (ordered[label][0] + right, ordered[label][1] + pairs)
             passed[label] += bool(best is not None and ok[best])
         print(f"  judged {done}/{len(rows)}{'' if decisive else ' (not decisive)'}", file=sys.stderr, flush=True)
 
@@ -233,6 +252,11 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
         print(f"  ({undecided} of {n} prompts were not decisive - all 8 samples pass, or all fail - so every pick\n"
               "   scores the same there; the judges ran on the other prompts only. --judge-all runs them everywhere.)")
     print("  random is one seeded draw; its expectation is mean@8, the fairer bar for an LLM pick.")
+    print("\nsignal: of the (passing, failing) sample pairs of each decisive prompt, the share each judge scores the")
+    print("passing one higher (ties half; 50% = no signal, 100% = perfect):")
+    for label, (right, pairs) in ordered.items():
+        if pairs:
+            print(f"  {label:9s} {right / pairs:6.1%}  of {pairs} pairs")
     print(f"\nverifier vs reference: {agree_instr}/{total_instr} instruction verdicts agree "
           f"({agree_instr / max(total_instr, 1):.1%}); prompt level {agree_prompt}/{total_prompt} "
           f"({agree_prompt / max(total_prompt, 1):.1%})")
