@@ -202,3 +202,13 @@ def test_pointwise_baselines():
     assert summarize(base["always-safe"])["accuracy"] == pytest.approx(30 / 40)
     assert summarize(base["always-safe"])["kappa"] == pytest.approx(0.0)
     assert {r.pred for r in base["random"]} == {"safe", "unsafe"}
+
+
+def test_a_strict_mcnemar_that_points_another_way_than_the_half_credit_interval_is_noted():
+    from bestofn.ab.metrics import strict_vs_half_credit
+
+    significant = {"a_only": 34, "b_only": 14, "p_value": 0.0055}
+    assert "disagree" in strict_vs_half_credit({"ci": [-0.033, 0.041]}, significant)  # interval includes 0
+    assert "disagree" in strict_vs_half_credit({"ci": [-0.27, -0.14]}, significant)  # opposite directions
+    assert strict_vs_half_credit({"ci": [0.01, 0.09]}, significant) == ""  # same direction
+    assert strict_vs_half_credit({"ci": [-0.033, 0.041]}, {**significant, "p_value": 0.2}) == ""  # not significant

@@ -102,8 +102,10 @@ def _comparisons(figures: dict[str, Any]) -> str:
                         if v["diff"] is not None)
         rows.append(("", [escape(name), diff, ci, f"{m['a_only']} / {m['b_only']}", _num(m["p_value"], "{:.3g}"),
                           _pct(c["agreement"]), per]))
-    return _table(["comparison", "accuracy difference", "95% CI", "discordant (first only / second only)",
-                   "exact McNemar p", "same decision", "difference by subset (pts)"], rows)
+    notes = "".join(f"<p class='note'>{escape(name)}: {escape(c['note'])}.</p>"
+                    for name, c in figures["comparisons"].items() if c.get("note"))
+    return _table(["comparison", "accuracy difference", "95% CI", "strictly right: first only / second only",
+                   "exact McNemar p", "same decision", "difference by subset (pts)"], rows) + notes
 
 
 def _published(figures: dict[str, Any]) -> str:

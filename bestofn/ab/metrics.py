@@ -225,4 +225,19 @@ def compare(a: list[ItemResult], b: list[ItemResult], seed: int = 0) -> dict[str
         idx = [i for i, (x, _) in enumerate(pairs) if x.subset == subset]
         subsets[subset] = paired_difference([xa[i] for i in idx], [xb[i] for i in idx], seed=seed)
     out["by_subset"] = subsets
+    out["note"] = strict_vs_half_credit(out["accuracy_diff"], out["mcnemar"])
     return out
+
+
+def strict_vs_half_credit(diff: dict[str, Any], mcnemar: dict[str, Any]) -> str:
+    """Say so when McNemar (strict correctness) and the half-credit interval point different ways."""
+    lo, hi = diff["ci"]
+    if lo is None or mcnemar["p_value"] is None or mcnemar["p_value"] >= 0.05:
+        return ""
+    strict = (mcnemar["a_only"] > mcnemar["b_only"]) - (mcnemar["a_only"] < mcnemar["b_only"])
+    half = 1 if lo > 0 else -1 if hi < 0 else 0
+    if strict == half:
+        return ""
+    return ("strict correctness and accuracy with ties at half credit disagree: the two differ in how often "
+            "they decide, not only in how often they are right")
+

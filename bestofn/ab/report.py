@@ -219,9 +219,11 @@ def print_report(figures: dict[str, Any], console: Console | None = None) -> Non
     for name, c in figures["comparisons"].items():
         d, m = c["accuracy_diff"], c["mcnemar"]
         ci = d["ci"]
-        console.print(f"{name}: accuracy difference {_signed(d['diff'])} "
-                      f"[{_signed(ci[0])}, {_signed(ci[1])}]; exact McNemar p = {_num(m['p_value'], '{:.3g}')} "
-                      f"({m['a_only']} vs {m['b_only']} discordant items)", markup=False, highlight=False)
+        console.print(f"{name}: accuracy difference {_signed(d['diff'])} [{_signed(ci[0])}, {_signed(ci[1])}]; "
+                      f"strictly right (a tie is not): the first alone on {m['a_only']} items, the second alone on "
+                      f"{m['b_only']}, exact McNemar p = {_num(m['p_value'], '{:.3g}')}"
+                      f"{' - ' + c['note'] if c.get('note') else ''}",
+                      markup=False, highlight=False)
     for label, flags in figures["flags"].items():
         for f in flags:
             console.print(f"[bold yellow]warning[/bold yellow] {label}: {f}", highlight=False)
