@@ -240,4 +240,3 @@ def strict_vs_half_credit(diff: dict[str, Any], mcnemar: dict[str, Any]) -> str:
         return ""
     return ("strict correctness and accuracy with ties at half credit disagree: the two differ in how often "
             "they decide, not only in how often they are right")
-
