@@ -73,7 +73,7 @@ async def test_a_candidate_repeated_in_a_later_wave_is_not_judged_again(loopback
 
     loopback.hook = same_answer
     backend = VLLMServerBackend("loopback", base_url=loopback.base_url)
-    sel = await bestofn.aselect(ASK, n=6, model=backend, judge_model=backend, cache=False,
+    sel = await bestofn.aselect(ASK, n=6, model=backend, judge_model=backend, cache=False, seed=4,
                                 accept_threshold=1.0, wave_size=2)
     assert [c.duplicate_of for c in sel.candidates] == [None, 0, 0, 0, 0, 0]
     assert len(sel.verdicts) == JUDGES  # judged once, in the first wave
