@@ -104,6 +104,21 @@ async def test_an_order_without_a_valid_reply_after_its_reask_makes_the_pair_inv
     assert result.ranking == [] and result.stats["verdict_counts"][a.id]["invalid"] == 1
 
 
+async def test_an_order_whose_reply_breaks_the_schema_gets_one_reask_and_its_valid_reply_counts():
+    a, b = candidates(["first answer", "second answer"])
+    fake = FakeBackend([
+        '{"reasoning": "x", "winner": "C"}',      # a first: not an allowed value
+        '{"reasoning": "fixed", "winner": "B"}',  # its re-ask: b wins
+        '{"reasoning": "y", "winner": "A"}',      # b first: b wins
+    ])
+    verdict = await judge(fake).match(ITEM, a, b)
+    assert len(fake.requests) == 3
+    retry = fake.requests[1][0]
+    assert retry[-2].content == '{"reasoning": "x", "winner": "C"}' and "winner" in retry[-1].content
+    assert verdict.status == "ok" and verdict.attempts == 3 and verdict.details["winner"] == b.id
+    assert verdict.details["consistent"] and verdict.reasoning == "fixed" and verdict.score == 0.0
+
+
 async def test_knockout_makes_2_n_minus_1_calls_and_the_best_wins():
     oracle = OracleBackend(TEXTS)
     cands = candidates(list(TEXTS))  # 5: one bye in the first round

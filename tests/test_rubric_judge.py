@@ -43,6 +43,32 @@ async def test_invalid_after_the_reask_is_a_verdict_with_a_reason_not_a_number()
     assert "max_tokens" in verdict.reason and verdict.attempts == 2
 
 
+async def test_with_samples_only_the_invalid_sample_is_reasked_once_and_the_reask_shows_the_schema(tmp_path):
+    path = tmp_path / "k.toml"
+    path.write_text('name = "k"\n[[judge]]\nname = "correctness"\nrubric = "correctness.v1"\nsamples = 2\n')
+    fake = FakeBackend(['{"reasoning": "a", "score": 6}', '{"reasoning": "b", "score": 0}',
+                        '{"reasoning": "c", "score": 8}'])
+    [judge] = build_judges(load_panel(path), lambda cfg: fake)
+    [verdict] = await judge.judge(ITEM, [CAND])
+    assert len(fake.requests) == 2 and fake.requests[1][1].n == 1
+    retry = fake.requests[1][0]
+    assert retry[-2].content == '{"reasoning": "b", "score": 0}' and "score: Input should be 1, 2" in retry[-1].content
+    assert "JSON schema" in retry[-1].content and '"enum":[1,2,3,4,5,6,7,8,9,10]' in retry[-1].content
+    assert verdict.status == "ok" and verdict.details["samples"] == [6, 8] and verdict.attempts == 2
+
+
+async def test_two_invalid_samples_give_one_reason_per_distinct_problem_and_no_number(tmp_path):
+    path = tmp_path / "k.toml"
+    path.write_text('name = "k"\n[[judge]]\nname = "correctness"\nrubric = "correctness.v1"\nsamples = 2\n')
+    fake = FakeBackend(['{"reasoning": "a", "score": 11}', ('{"reasoning": "b', "length"),
+                        '{"reasoning": "a", "score": 12}', '{"reasoning": "b", "score": 13}'])
+    [judge] = build_judges(load_panel(path), lambda cfg: fake)
+    [verdict] = await judge.judge(ITEM, [CAND])
+    assert len(fake.requests) == 3 and verdict.attempts == 3  # one call for both samples, one re-ask each
+    assert verdict.status == "invalid" and verdict.score is None and verdict.normalized is None
+    assert verdict.reason.count("score: Input should be 1, 2") == 1 and "max_tokens" in verdict.reason
+
+
 async def test_backend_failure_is_an_error_verdict():
     class Broken(FakeBackend):
         async def sample(self, messages, params):

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bestofn.errors import BackendError
-from bestofn.judging.asking import ask_structured
+from bestofn.judging.asking import ask_samples, reasons
 from bestofn.judging.base import Judge, JudgeInput, render_question
 from bestofn.judging.budget import failure_status
 from bestofn.judging.delimiters import delimit
@@ -71,18 +71,14 @@ class CompactJudge(Judge):
             return self._verdicts(candidate, "abstain", started, reason="this rubric needs a reference answer")
         logprobs = self.config.score_method == "logprob"
         try:
-            replies = await ask_structured(
-                self.backend, self.prompt_for(item, candidate), self.output_model,  # type: ignore[arg-type]
-                max_tokens=self.max_tokens, temperature=self.temperature, seed=item.seed, n=self.config.samples,
-                top_logprobs=self.config.top_logprobs if logprobs else None,
-            )
+            replies = await ask_samples(self, self.prompt_for(item, candidate), self.output_model, item.seed)
         except BackendError as exc:
             return self._verdicts(candidate, failure_status(exc), started, reason=str(exc))
         usage = sum((r.usage for r in replies), Usage())
         attempts = sum(r.attempts for r in replies)
         good = [r for r in replies if r.ok]
         if not good:
-            reason = "; ".join(dict.fromkeys(p for r in replies for p in r.problems)) or "no valid reply"
+            reason = reasons(replies) or "no valid reply"
             return self._verdicts(candidate, "invalid", started, reason=reason, usage=usage, attempts=attempts,
                                   raw=replies[0].raw if replies else None)
         scores: dict[str, list[float]] = {c.name: [] for c in self.criteria}

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bestofn.backends.base import Backend
 from bestofn.errors import BackendError
 from bestofn.judging.asking import ask_structured
 from bestofn.judging.budget import PromptTooLongError, check_budget, failure_status
@@ -36,13 +37,42 @@ from bestofn.templates import Template, load_template
 
 
 @dataclass
-class _Tally:
+class WindowTally:
+    """What the windows of one ranking cost and met: backend calls, windows re-asked, repaired, failed (nothing
+    parsed even after the re-ask: the window kept its incoming order), and every problem seen."""
+
     calls: int = 0
-    repaired: int = 0
     reasked: int = 0
+    repaired: int = 0
     failed: int = 0
     usage: Usage = field(default_factory=Usage)
     problems: list[str] = field(default_factory=list)
+
+
+async def rank_window(
+    backend: Backend, messages: list[Message], window_labels: list[str], tally: WindowTally, *,
+    max_tokens: int, temperature: float, seed: int, judge: str = "judge",
+) -> list[int]:
+    """One window's ask-and-repair step: ask for {"ranking": [labels]}, re-ask a broken permutation once, repair
+    what is still broken (counted, never trusted as it came). Returns a best-first permutation of the window's
+    indices; a window with nothing parsed keeps its incoming order. Backend errors propagate."""
+    (reply,) = await ask_structured(
+        backend, messages, permutation_model(window_labels), max_tokens=max_tokens, temperature=temperature,
+        seed=seed, judge=judge,
+        check=lambda obj: permutation_problem(obj.ranking, window_labels),  # type: ignore[attr-defined]
+    )
+    tally.calls += reply.attempts
+    tally.usage += reply.usage
+    tally.reasked += reply.attempts > 1
+    tally.problems.extend(reply.problems)
+    if reply.obj is None:  # nothing parsed even after the re-ask: this window teaches nothing
+        tally.failed += 1
+        return list(range(len(window_labels)))
+    ranked = reply.obj.ranking  # type: ignore[attr-defined]
+    if reply.problem is not None:
+        tally.repaired += 1
+        ranked = repair(ranked, window_labels)
+    return to_indices(ranked, window_labels)
 
 
 def orders(candidates: list[Candidate], k: int, seed: int, judge: str) -> list[list[Candidate]]:
@@ -77,26 +107,12 @@ class ListwiseJudge(Judge):
             reference=item.reference, examples=self.config.examples,
         )
 
-    async def _rank_window(self, item: JudgeInput, chunk: list[Candidate], tally: _Tally, seed: int) -> list[int]:
+    async def _rank_window(self, item: JudgeInput, chunk: list[Candidate], tally: WindowTally, seed: int) -> list[int]:
         window_labels = labels(len(chunk))
-        model = permutation_model(window_labels)
-        (reply,) = await ask_structured(
-            self.backend, self.prompt_for(item, chunk, window_labels), model,  # type: ignore[arg-type]
-            max_tokens=self.max_tokens, temperature=self.temperature, seed=seed,
-            check=lambda obj: permutation_problem(obj.ranking, window_labels),  # type: ignore[attr-defined]
+        return await rank_window(
+            self.backend, self.prompt_for(item, chunk, window_labels), window_labels, tally,  # type: ignore[arg-type]
+            max_tokens=self.max_tokens, temperature=self.temperature, seed=seed, judge=self.name,
         )
-        tally.calls += reply.attempts
-        tally.usage += reply.usage
-        tally.reasked += reply.attempts > 1
-        tally.problems.extend(reply.problems)
-        if reply.obj is None:  # nothing parsed even after the re-ask: this window teaches nothing
-            tally.failed += 1
-            return list(range(len(chunk)))
-        ranked = reply.obj.ranking  # type: ignore[attr-defined]
-        if reply.problem is not None:
-            tally.repaired += 1
-            ranked = repair(ranked, window_labels)
-        return to_indices(ranked, window_labels)
 
     async def fit_window(self, item: JudgeInput, candidates: list[Candidate]) -> int:
         """The configured window (default: every candidate), shrunk until a window of the longest candidates
@@ -117,8 +133,8 @@ class ListwiseJudge(Judge):
 
     async def _one_order(
         self, item: JudgeInput, order: list[Candidate], index: int, window: int
-    ) -> tuple[list[Candidate], _Tally, dict]:
-        tally = _Tally()
+    ) -> tuple[list[Candidate], WindowTally, dict]:
+        tally = WindowTally()
         seed = item.seed + 1000 * index
         calls = 0
 

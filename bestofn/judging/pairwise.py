@@ -69,7 +69,7 @@ class PairwiseJudge(Judge):
     async def _ask(self, item: JudgeInput, first: Candidate, second: Candidate) -> Reply:
         (reply,) = await ask_structured(
             self.backend, self.prompt_for(item, first, second), pairwise_output_model(),  # type: ignore[arg-type]
-            max_tokens=self.max_tokens, temperature=self.temperature, seed=item.seed,
+            max_tokens=self.max_tokens, temperature=self.temperature, seed=item.seed, judge=self.name,
         )
         return reply
 

@@ -7,19 +7,15 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
-from bestofn.backends.base import Completion, SamplingParams
 from bestofn.errors import BackendError
+from bestofn.judging.asking import ask_samples, reasons
 from bestofn.judging.base import Judge, JudgeInput, render_question
-from bestofn.judging.budget import check_budget, failure_status
+from bestofn.judging.budget import failure_status
 from bestofn.judging.delimiters import delimit
 from bestofn.judging.logprob import score_from
-from bestofn.judging.structured import json_schema, parse_reply, rubric_output_model
+from bestofn.judging.structured import rubric_output_model
 from bestofn.records import Candidate, Message, Usage, Verdict
 from bestofn.templates import Template, load_template
-
-REASK_TEMPLATE = "_reask.v1"
 
 
 @dataclass
@@ -29,9 +25,7 @@ class RubricJudge(Judge):
     def __post_init__(self) -> None:
         assert self.config.rubric
         self.template = load_template(self.config.rubric)
-        self.reask = load_template(REASK_TEMPLATE)
         self.output_model = rubric_output_model(*self.config.scale)
-        self.schema = json_schema(self.output_model)
 
     def prompt_for(self, item: JudgeInput, candidate: Candidate) -> list[Message]:
         low, high = self.config.scale
@@ -47,60 +41,30 @@ class RubricJudge(Judge):
     async def judge(self, item: JudgeInput, candidates: list[Candidate]) -> list[Verdict]:
         return list(await asyncio.gather(*(self._judge_one(item, c) for c in candidates)))
 
-    async def _ask(self, messages: list[Message], n: int, seed: int) -> list[Completion]:
-        assert self.backend is not None
-        params = SamplingParams(
-            n=n, temperature=self.temperature, max_tokens=self.max_tokens, seed=seed, json_schema=self.schema,
-            top_logprobs=self.config.top_logprobs if self.config.score_method == "logprob" else None,
-        )
-        await check_budget(self.backend, messages, self.max_tokens, self.name)  # too long: an error verdict, no cut
-        return await self.backend.sample(messages, params)
-
     async def _judge_one(self, item: JudgeInput, candidate: Candidate) -> Verdict:
         started = time.perf_counter()
         if self.config.needs_reference and not item.reference:
             return self._verdict(candidate, "abstain", reason="this rubric needs a reference answer", started=started)
-        messages = self.prompt_for(item, candidate)
-        usage, attempts, reasons = Usage(), 0, []
-        parsed: list[tuple[BaseModel, Completion]] = []
         try:
-            replies = await self._ask(messages, self.config.samples, item.seed)
-            attempts += 1
-            for reply in replies:
-                usage += reply.usage
-                obj, why = parse_reply(reply.text, reply.finish_reason, self.output_model)
-                if obj is None:  # one re-ask, with the reason, then give up on this sample
-                    reasons.append(why)
-                    retry = messages + [
-                        Message(role="assistant", content=reply.text),
-                        *self.reask.render(error=why, low=self.config.scale[0], high=self.config.scale[1]),
-                    ]
-                    (reply,) = await self._ask(retry, 1, item.seed + 1)
-                    attempts += 1
-                    usage += reply.usage
-                    obj, why = parse_reply(reply.text, reply.finish_reason, self.output_model)
-                    if obj is None:
-                        reasons.append(why)
-                if obj is not None:
-                    parsed.append((obj, reply))
-        except BackendError as exc:
-            return self._verdict(candidate, failure_status(exc), reason=str(exc), usage=usage, started=started,
-                                 attempts=attempts)
-        if not parsed:
-            return self._verdict(
-                candidate, "invalid", reason="; ".join(r for r in reasons if r), usage=usage, started=started,
-                attempts=attempts, raw=replies[0].text if replies else None,
-            )
-        scores = [float(obj.score) for obj, _ in parsed]  # type: ignore[attr-defined]
+            replies = await ask_samples(self, self.prompt_for(item, candidate), self.output_model, item.seed)
+        except BackendError as exc:  # too long for the judge: an invalid verdict, nothing cut; else an error
+            return self._verdict(candidate, failure_status(exc), reason=str(exc), started=started, attempts=0)
+        usage = sum((r.usage for r in replies), Usage())
+        attempts = 1 + sum(r.attempts - 1 for r in replies)  # the call for all samples, then each re-ask
+        good = [r for r in replies if r.ok]
+        if not good:
+            return self._verdict(candidate, "invalid", reason=reasons(replies), usage=usage, started=started,
+                                 attempts=attempts, raw=replies[0].raw if replies else None)
+        scores = [float(r.obj.score) for r in good]  # type: ignore[union-attr]
         details: dict = {}
         if self.config.score_method == "logprob":  # G-Eval: the expected score over the score tokens
-            weighted = [score_from(c, "score", s, *self.config.scale) for (_, c), s in zip(parsed, scores)]
+            weighted = [score_from(r.completion, "score", s, *self.config.scale) for r, s in zip(good, scores)]
             scores, details["logprob"] = [w for w, _ in weighted], [how for _, how in weighted]
         score = statistics.fmean(scores)
         if self.config.samples > 1:
             details.update(samples=scores, spread=statistics.pstdev(scores))
         return self._verdict(
-            candidate, "ok", score=score, reasoning=parsed[0][0].reasoning, raw=parsed[0][1].text,  # type: ignore[attr-defined]
+            candidate, "ok", score=score, reasoning=good[0].obj.reasoning, raw=good[0].raw,  # type: ignore[union-attr]
             usage=usage, started=started, attempts=attempts, details=details,
         )
 

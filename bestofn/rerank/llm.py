@@ -5,8 +5,8 @@
   Every document's call is issued at once: remote backends bound the concurrency, the embedded model queues
   them. A document still without a valid reply, or whose call failed, gets no score (None) and ranks last;
   the reason is kept in the stats.
-- `llm-listwise`: RankGPT-style windows of labelled documents; the model returns `{"ranking": [labels]}`. The
-  permutation machinery is the listwise judge's (`bestofn.judging.permutation`): each permutation is checked,
+- `llm-listwise`: RankGPT-style windows of labelled documents; the model returns `{"ranking": [labels]}`. Each
+  window is the listwise judge's step (`bestofn.judging.listwise.rank_window`): the permutation is checked,
   re-asked once, then repaired; several back-to-front passes run until the requested top (or everything) is
   settled or a pass changes nothing. relevance_score = 1 - position / n: a rank, not a probability.
 
@@ -28,7 +28,8 @@ from bestofn.cache import Cache, cached
 from bestofn.errors import BackendError, ConfigError
 from bestofn.judging.asking import ask_structured
 from bestofn.judging.delimiters import delimit
-from bestofn.judging.permutation import labels, permutation_model, permutation_problem, repair, sliding_windows, to_indices
+from bestofn.judging.listwise import WindowTally, rank_window
+from bestofn.judging.permutation import labels, sliding_windows
 from bestofn.meter import Meter, MeteredBackend
 from bestofn.rerank.base import Ranker
 from bestofn.templates import load_template
@@ -80,7 +81,7 @@ class PointwiseRanker(_LLMRanker):
         messages = self.template.render(query=query, document=self._delimit(text), low=LOW, high=HIGH)
         try:
             (reply,) = await ask_structured(self.backend, messages, self.output_model, max_tokens=16,
-                                            temperature=0.0, seed=self.seed)
+                                            temperature=0.0, seed=self.seed, judge=self.method)
         except BackendError as exc:
             self.stats.problems.append(str(exc))
             return None
@@ -98,15 +99,13 @@ class PointwiseRanker(_LLMRanker):
 
 
 @dataclass
-class ListwiseLog:
-    """The last query's windows: passes run, window calls, permutations re-asked, repaired, and failed windows."""
+class ListwiseLog(WindowTally):
+    """The last query's windows: the judge's window tally (calls, permutations re-asked, repaired, failed
+    windows, every problem), plus the passes run, the windows ranked and each window's (start, size)."""
 
     passes: int = 0
     windows: int = 0
-    reasked: int = 0
-    repaired: int = 0
-    failed: int = 0
-    sizes: list[tuple[int, int]] = field(default_factory=list)  # (start, size) of each window
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 class ListwiseRanker(_LLMRanker):
@@ -128,27 +127,13 @@ class ListwiseRanker(_LLMRanker):
         window_labels = labels(len(chunk))
         shown = [{"label": label, "text": docs[i]} for label, i in zip(window_labels, chunk)]
         messages = self.template.render(query=query, documents=shown, labels=window_labels)
-        self.log.windows += 1
         try:
-            (reply,) = await ask_structured(
-                self.backend, messages, permutation_model(window_labels), max_tokens=16 + 4 * len(chunk),
-                temperature=0.0, seed=self.seed,
-                check=lambda obj: permutation_problem(obj.ranking, window_labels),  # type: ignore[attr-defined]
-            )
+            return await rank_window(self.backend, messages, window_labels, self.log, max_tokens=16 + 4 * len(chunk),
+                                     temperature=0.0, seed=self.seed, judge=self.method)
         except BackendError as exc:  # a failed window keeps its incoming order
             self.log.failed += 1
-            self.stats.problems.append(str(exc))
+            self.log.problems.append(str(exc))
             return list(range(len(chunk)))
-        self.log.reasked += reply.attempts > 1
-        self.stats.problems.extend(reply.problems)
-        if reply.obj is None:
-            self.log.failed += 1
-            return list(range(len(chunk)))
-        ranked = reply.obj.ranking  # type: ignore[attr-defined]
-        if reply.problem is not None:
-            self.log.repaired += 1
-            ranked = repair(ranked, window_labels)
-        return to_indices(ranked, window_labels)
 
     async def score(self, query: str, texts: list[str], top_n: int | None = None) -> list[float | None]:
         self.log = ListwiseLog()
@@ -156,7 +141,8 @@ class ListwiseRanker(_LLMRanker):
         n = len(texts)
         result = await sliding_windows(list(range(n)), lambda chunk: self._rank_window(query, docs, chunk),
                                        window=self.window, step=self.step, max_passes=self.max_passes, top_n=top_n)
-        self.log.passes, self.log.sizes = result.passes, result.windows
+        self.log.passes, self.log.windows, self.log.sizes = result.passes, result.calls, result.windows
+        self.stats.problems.extend(self.log.problems)
         self.stats.scored += n
         self._sync_meter()
         scores: list[float | None] = [None] * n
