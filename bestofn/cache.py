@@ -13,7 +13,6 @@ a size limit. A truncated or corrupt file is detected (on opening or on any read
 from __future__ import annotations
 
 import atexit
-import fcntl
 import os
 import sqlite3
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.backends.base import Backend, Completion, SamplingParams
+from bestofn.locking import FileLock
 from bestofn.records import Message, sha256_hex
 
 FORMAT = 1  # bump when the key or the stored value changes meaning
@@ -109,8 +109,7 @@ class Cache:
             except sqlite3.Error:
                 pass
             self._conn = None
-        with open(self.dir / (FILENAME + ".lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.dir / (FILENAME + ".lock")):
             try:  # another process may have rebuilt it while we waited
                 conn = self._connect()
                 if conn.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok":

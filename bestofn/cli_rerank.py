@@ -7,7 +7,6 @@ Prints a table (rank, index, score, id, text), or with --json only `{"results": 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bestofn import jsonl
 from bestofn.errors import ConfigError
 from bestofn.rerank.api import DEFAULT_METHOD
 
@@ -28,19 +28,12 @@ def read_documents(path: Path, text_field: str = "text") -> list[Any]:
     if not path.is_file():
         raise ConfigError(f"documents file not found: {path}")
     docs: list[Any] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}, line {number}: not JSON ({exc.msg})") from None
-            if isinstance(doc, dict) and not isinstance(doc.get(text_field), str):
-                raise ConfigError(f"{path}, line {number}: no string field {text_field!r}")
-            if not isinstance(doc, (dict, str)):
-                raise ConfigError(f"{path}, line {number}: expected an object with {text_field!r} or a string")
-            docs.append(doc)
+    for number, doc in jsonl.read(path):
+        if isinstance(doc, dict) and not isinstance(doc.get(text_field), str):
+            raise jsonl.BadLine(path, number, f"no string field {text_field!r}")
+        if not isinstance(doc, (dict, str)):
+            raise jsonl.BadLine(path, number, f"expected an object with {text_field!r} or a string")
+        docs.append(doc)
     return docs
 
 

@@ -22,11 +22,12 @@ The output path's suffix picks the file type: `.jsonl` or `.parquet` (needs the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
+from bestofn import jsonl
 from bestofn.errors import ConfigError, MissingExtraError
+from bestofn.jsonl import replace_atomically
 from bestofn.records import Message, messages_id, sha256_hex
 
 FORMATS: tuple[str, ...] = ("trl-conversational", "trl", "kto", "full")
@@ -151,10 +152,6 @@ def rows_for(fmt: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     raise ConfigError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def row_line(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False, default=str) + "\n"
-
-
 # -- files -----------------------------------------------------------------------------------------------
 
 
@@ -223,49 +220,20 @@ def parquet_safe(table: Any) -> Any:
     return table.cast(schema) if schema != table.schema else table
 
 
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp_path)`, fsync, rename over `path`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows to `path` (JSONL or Parquet by suffix), atomically. Returns the number of rows."""
     path = Path(path)
     kind = path.suffix.lower()
     if kind not in SUFFIXES:
         raise ConfigError(f"output {path}: the suffix must be .jsonl or .parquet")
-    count = 0
     if kind == ".jsonl":
-        def write(tmp: Path) -> None:
-            nonlocal count
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(row_line(row))
-                    count += 1
-    else:
-        _pyarrow()
-        import pyarrow.parquet as pq
+        return jsonl.write(path, rows)
+    _pyarrow()
+    import pyarrow.parquet as pq
 
-        materialised = list(rows)
-        count = len(materialised)
-
-        def write(tmp: Path) -> None:
-            pq.write_table(parquet_safe(to_table(materialised)), tmp)
-    replace_atomically(path, write)
-    return count
+    materialised = list(rows)
+    replace_atomically(path, lambda tmp: pq.write_table(parquet_safe(to_table(materialised)), tmp))
+    return len(materialised)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -275,8 +243,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return [row for _, row in jsonl.read(path)]
 
 
 def to_dataset(source: str | Path | Iterable[dict[str, Any]]) -> Any:

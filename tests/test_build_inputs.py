@@ -57,7 +57,7 @@ def test_bad_records_name_file_and_line(tmp_path, data_dir):
     by_line = {i.line: str(i) for i in got.issues}
     assert sorted(by_line) == [2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
     assert all(text.startswith(f"{path}:{line}: ") for line, text in by_line.items())
-    assert "invalid JSON" in by_line[2]
+    assert "not valid JSON" in by_line[2]
     assert "empty prompt" in by_line[3]
     assert "prompt: expected a string, got int" in by_line[4]
     assert "messages[0].role" in by_line[5]

@@ -42,8 +42,8 @@ def test_cli_table(docs_file):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"text": "ok"}\n{"text": oops}\n', "docs.jsonl, line 2: not JSON"),
-    ('{"text": "ok"}\n{"body": "x"}\n', "docs.jsonl, line 2: no string field 'text'"),
+    ('{"text": "ok"}\n{"text": oops}\n', "docs.jsonl:2: not valid JSON"),
+    ('{"text": "ok"}\n{"body": "x"}\n', "docs.jsonl:2: no string field 'text'"),
 ])
 def test_cli_bad_documents_give_one_line_naming_file_and_line(tmp_path, content, message):
     path = tmp_path / "docs.jsonl"

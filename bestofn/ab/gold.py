@@ -32,6 +32,7 @@ from typing import Literal, Union
 
 from pydantic import ValidationError
 
+from bestofn import jsonl
 from bestofn.errors import ConfigError
 from bestofn.records import Record, sha256_hex
 
@@ -144,31 +145,24 @@ def load_hhh(path: Path, subset: str, seen: dict[str, int] | None = None) -> lis
 def load_jsonl(path: Path, subset: str | None = None, seen: dict[str, int] | None = None) -> list[GoldPair]:
     seen = {} if seen is None else seen
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: not valid JSON: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise ConfigError(f"{where}: expected an object with prompt, response_a, response_b, label")
-            extra = set(row) - {"prompt", "response_a", "response_b", "label", "id", "subset"}
-            if extra:
-                raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
-            try:
-                item = _pair(str(row.get("subset") or subset or path.stem), row["prompt"], row["response_a"],
-                             row["response_b"], row["label"], where, seen)
-            except KeyError as exc:
-                raise ConfigError(f"{where}: missing field {exc.args[0]!r}") from exc
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise ConfigError(f"{where}: field {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
-            if row.get("id") is not None:
-                item = item.model_copy(update={"id": str(row["id"])})
-            out.append(item)
+    for n, row in jsonl.read(path):
+        where = f"{path}:{n}"
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where}: expected an object with prompt, response_a, response_b, label")
+        extra = set(row) - {"prompt", "response_a", "response_b", "label", "id", "subset"}
+        if extra:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
+        try:
+            item = _pair(str(row.get("subset") or subset or path.stem), row["prompt"], row["response_a"],
+                         row["response_b"], row["label"], where, seen)
+        except KeyError as exc:
+            raise ConfigError(f"{where}: missing field {exc.args[0]!r}") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"{where}: field {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+        if row.get("id") is not None:
+            item = item.model_copy(update={"id": str(row["id"])})
+        out.append(item)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from bestofn import jsonl
 from bestofn.ab.metrics import by_subset, compare, summarize
 
 if TYPE_CHECKING:
@@ -255,5 +256,5 @@ def write_report(result: AbResult, out_dir: Path) -> dict[str, Path]:
     (out_dir / "index.html").write_text(render_html(figures, images), encoding="utf-8")
     items = [{"judge": label, **r.model_dump()} for label, rs in {**result.panels, **result.baselines}.items()
              for r in rs]
-    (out_dir / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
+    jsonl.write(out_dir / "items.jsonl", items)
     return {"html": out_dir / "index.html", "json": out_dir / "report.json", "items": out_dir / "items.jsonl"}

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
+from bestofn import jsonl
 from bestofn.errors import ConfigError, MissingExtraError
 from bestofn.records import Message, as_messages, messages_id
 
@@ -63,20 +64,8 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line or row number, record) pairs; a record that cannot be decoded is an InputIssue instead."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with path.open("rb") as fh:  # decoded line by line: a line that is not UTF-8 is an issue, not U+FFFD
-            for number, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    bad = raw[exc.start : exc.start + 4]
-                    yield number, InputIssue(str(path), number, f"not valid UTF-8 (byte {exc.start + 1}: {bad!r})")
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, InputIssue(str(path), number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+        for number, value in jsonl.scan(path):  # a bad line is an issue of its own; the others are read
+            yield number, InputIssue(str(path), number, value.reason) if isinstance(value, jsonl.BadLine) else value
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -11,7 +11,6 @@ Layout: `OUT.state/journal.sqlite` and `OUT.state/lock`; delete that folder (and
 
 from __future__ import annotations
 
-import fcntl
 import json
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bestofn.errors import ConfigError
+from bestofn.locking import FileLock, LockBusy
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,11 +46,9 @@ class Journal:
     def __init__(self, out: str | Path):
         self.dir = state_dir(out)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.dir / "lock", "a+")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
+            self._lock = FileLock(self.dir / "lock", wait=False)
+        except LockBusy:
             raise ConfigError(f"another build is writing {out} (lock held on {self.dir / 'lock'})") from None
         self.path = self.dir / "journal.sqlite"
         try:
@@ -114,6 +112,5 @@ class Journal:
         if conn is not None:
             conn.close()
             self.conn = None  # type: ignore[assignment]
-        if not self._lock.closed:
-            self._lock.close()  # releases the lock
+        self._lock.release()
 
