@@ -6,15 +6,20 @@ Rules (DESIGN.md, part B):
 - Safety veto: a candidate whose safety score is below the threshold ranks below every other one; a candidate
   whose safety verdict is not ok is flagged and ranks below those with a valid one (but above vetoed ones).
 - Ties break by the number of valid verdicts, then by a hash of (seed, candidate id): never by list position.
-- Content-free candidates (given `texts`; bestofn.judging.content) are listed in stats["content_free"]; the
-  panel's `content_free` ranks them below every candidate with content ("demote", the default; vetoed ones
-  still come last), makes them unrankable ("veto"), or only records them ("flag").
+- Content-free candidates (given `texts`; bestofn.judging.content) are in the result's `content_free` (each
+  flag in stats["content_free"]); the panel's `content_free` ranks them below every candidate with content
+  ("demote", the default; vetoed ones still come last), makes them unrankable ("veto"), or only records them
+  ("flag").
 - Gates (verifier-first): judges with `gate = true` do not score; a candidate that fails a gate ranks below every
   one that passes (or whose gate abstained: nothing to check), closest to passing first; an invalid gate
   verdict ranks between the two. Safety tiers come before gates.
 - Pairwise verdicts score a candidate by its win rate per judge; `bradley_terry` fits strengths over every
   comparison (pairwise verdicts, and pairs induced from each other judge's scores) and scores a candidate by
   its expected win rate (comparisons.py). Length control and bias statistics: bias.py.
+
+The tiers are typed fields of the result (`vetoed`, `safety_flagged`, `content_free`, `unrankable`, and
+`keys`, the sort key of each ranked candidate); the stages read those, and `stats` repeats the sets as lists
+for the Selection's JSON.
 """
 
 from __future__ import annotations
@@ -37,9 +42,32 @@ GATE_PASSED, GATE_UNCHECKED, GATE_FAILED = 0, 1, 2
 
 @dataclass(frozen=True)
 class Aggregate:
+    """The scores, the ranking, and the tiers the ranking put each candidate in (the typed record every stage
+    reads; `stats` holds the same tiers as JSON lists for the Selection, and the statistics)."""
+
     scores: dict[str, float | None]
     ranking: list[str]
     stats: dict[str, Any] = field(default_factory=dict)
+    vetoed: frozenset[str] = frozenset()  # the safety judge scored it below the veto: ranked last
+    safety_flagged: frozenset[str] = frozenset()  # no valid safety verdict: below every safe candidate
+    content_free: frozenset[str] = frozenset()  # bestofn.judging.content flagged it (detail in stats)
+    unrankable: frozenset[str] = frozenset()  # below the quorum, or content-free under content_free = "veto"
+    keys: dict[str, tuple] = field(default_factory=dict)  # per ranked candidate: the ranking's sort key, minus
+    #                                                        the seeded hash that breaks exact ties
+
+    @property
+    def unsafe(self) -> frozenset[str]:
+        """Candidates that are never the chosen side of a pair nor accepted by early stop."""
+        return self.vetoed | self.safety_flagged
+
+    def compare(self, first: str, second: str) -> str | None:
+        """'first' or 'second' (the one `ranking` puts higher), 'tie' when only the seeded hash orders them,
+        None when either is not ranked."""
+        if first not in self.keys or second not in self.keys:
+            return None
+        if self.keys[first] == self.keys[second]:
+            return "tie"
+        return "first" if self.keys[first] < self.keys[second] else "second"
 
 
 def _weighted_mean(per_judge: dict[str, float], weights: dict[str, float]) -> float:
@@ -149,16 +177,20 @@ def aggregate(
 
     demote = panel.content_free == "demote"
 
-    def order(cid: str) -> tuple:  # vetoed last; content-free (demote) below every candidate with content
+    def key(cid: str) -> tuple:  # vetoed last; content-free (demote) below every candidate with content
         return (tier[cid] == VETOED, demote and cid in empty, tier[cid], gate[cid][0], -gate[cid][1],
-                -(scores[cid] or 0.0), -len(table[cid]), sha256_hex("tiebreak", seed, cid))
+                -(scores[cid] or 0.0), -len(table[cid]))
 
-    ranking = sorted(rankable, key=order)
+    keys = {cid: key(cid) for cid in rankable}
+    ranking = sorted(rankable, key=lambda cid: (keys[cid], sha256_hex("tiebreak", seed, cid)))
+    unrankable = [cid for cid in candidate_ids if cid not in rankable]
+    vetoed = [cid for cid in candidate_ids if tier[cid] == VETOED]
+    flagged = [cid for cid in candidate_ids if tier[cid] == FLAGGED]
     stats = {
         "verdict_counts": counts,
-        "unrankable": [cid for cid in candidate_ids if cid not in rankable],
-        "vetoed": [cid for cid in candidate_ids if tier[cid] == VETOED],
-        "safety_flagged": [cid for cid in candidate_ids if tier[cid] == FLAGGED],
+        "unrankable": unrankable,
+        "vetoed": vetoed,
+        "safety_flagged": flagged,
         "content_free": empty,
         "verdict_totals": totals,
         "per_judge": {cid: {j: round(x, 6) for j, x in row.items()} for cid, row in table.items()},
@@ -168,7 +200,9 @@ def aggregate(
         levels = ((GATE_PASSED, "passed"), (GATE_UNCHECKED, "unchecked"), (GATE_FAILED, "failed"))
         stats["gate"] = {name: [cid for cid in candidate_ids if gate[cid][0] == level] for level, name in levels}
     stats["bias"] = _bias(verdicts, table, list(weights), raw_scores, texts, panel)
-    return Aggregate(scores=scores, ranking=ranking, stats=stats)
+    return Aggregate(scores=scores, ranking=ranking, stats=stats, vetoed=frozenset(vetoed),
+                     safety_flagged=frozenset(flagged), content_free=frozenset(empty),
+                     unrankable=frozenset(unrankable), keys=keys)
 
 
 def _bias(verdicts: list[Verdict], table: dict[str, dict[str, float]], judges: list[str],

@@ -21,7 +21,7 @@ def serve(
     panel: str = typer.Option("default", "--panel", help="A built-in panel name or a path to a panel TOML."),
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="BESTOFN_BASE_URL", help="Base URL for vllm: specs."),
     n: int = typer.Option(DEFAULT_N, "-n", help="Candidates per request (1-64), unless the request's bestofn.n says."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for requests without one (default: random per request)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for requests without one."),
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Generation limit when a request gives none."),
     judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
                                                    help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),

@@ -47,8 +47,7 @@ def accepted(result: Aggregate, threshold: float) -> str | None:
         return None
     best = result.ranking[0]
     score = result.scores.get(best)
-    unsafe = set(result.stats.get("vetoed", [])) | set(result.stats.get("safety_flagged", []))
-    return best if score is not None and score >= threshold and best not in unsafe else None
+    return best if score is not None and score >= threshold and best not in result.unsafe else None
 
 
 async def sample_in_waves(

@@ -228,7 +228,7 @@ async def aselect(
         panel=the_panel.name,
         seed=seed,
         # an answer the safety judge vetoed, or whose safety verdict failed, is never the chosen side of a pair
-        never_chosen=set(result.stats.get("vetoed", [])) | set(result.stats.get("safety_flagged", [])),
+        never_chosen=result.unsafe,
     )
     best = next((c for c in candidates if result.ranking and c.id == result.ranking[0]), None)
     selection = Selection(
@@ -246,6 +246,7 @@ async def aselect(
             completion_tokens=meter.completion_tokens,
             cache_hits=meter.cache_hits,
             usd=None if meter.usd is None else round(meter.usd, 6),
+            unpriced_calls=meter.unpriced_calls,
             seconds=round(judged - started, 3),
             generation_seconds=round(generated - started, 3),
             judging_seconds=round(judged - generated, 3),

@@ -25,7 +25,6 @@ import ipaddress
 import json
 import logging
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ class ServeConfig:
     panel: str | Path | Panel = "default"
     base_url: str | None = None
     n: int = DEFAULT_N
-    seed: int | None = None  # None: a random seed for each request that gives none
+    seed: int = 0  # for each request that gives none (DESIGN part B: the seed defaults to 0)
     max_tokens: int = DEFAULT_MAX_TOKENS
     judge_max_tokens: int | None = None
     temperature: float = DEFAULT_TEMPERATURE
@@ -206,7 +205,7 @@ class ChatServer:
         if request.n > n:
             raise APIError(400, f"n={request.n} choices asked for, but only {n} candidates are sampled; raise "
                            "bestofn.n", param="n")
-        seed = request.seed if request.seed is not None else cfg.seed if cfg.seed is not None else random.randrange(2**31)
+        seed = cfg.seed if request.seed is None else request.seed
         return dict(
             prompt=messages, n=n, model=cfg.model, judge_model=cfg.judge_model, panel=self.panel_for(options.panel),
             base_url=cfg.base_url, seed=seed,

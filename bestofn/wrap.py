@@ -15,7 +15,7 @@ client passes through untouched (`client.models.list()`, `client.chat.completion
 The request's model, messages (and Anthropic's `system`), max_tokens, temperature and seed become the
 generation parameters; OpenAI's `n` keeps its meaning: the number of choices returned, from the top of the
 ranking. `extra_body={"bestofn": {"n": 4, "panel": "...", "accept_threshold": 0.8}}` overrides the wrapper's
-options for one call. A request with no seed gets a fresh random one (recorded in its pairs). `stream=True`
+options for one call. A request with no seed uses the wrapper's (default 0, recorded in its pairs). `stream=True`
 returns the SDK's own Stream (`openai.Stream[ChatCompletionChunk]`, `anthropic.Stream[RawMessageStreamEvent]`
 or their async twins) over the selected answer, once it is chosen, with `.selection` attached.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ class WrapConfig:
     panel: Panel
     judge_model: str | Backend | None
     base_url: str | None
-    seed: int | None
+    seed: int
     temperature: float
     max_tokens: int
     judge_max_tokens: int | None
@@ -201,8 +200,7 @@ class Wrapped:
         n = options.n if options.n is not None else max(cfg.n, choices)
         if choices > n:
             raise ConfigError(f"n={choices} choices asked for, but only {n} candidates are sampled (bestofn.n)")
-        seed = params.get("seed")
-        seed = seed if seed is not None else cfg.seed if cfg.seed is not None else random.randrange(2**31)
+        seed = cfg.seed if params.get("seed") is None else params["seed"]
         temperature = params.get("temperature")
         selection = await aselect(
             messages,
@@ -347,7 +345,7 @@ def wrap(
     panel: str | Path | Panel = "default",
     judge_model: str | Backend | None = None,
     base_url: str | None = None,
-    seed: int | None = None,
+    seed: int = 0,
     temperature: float = DEFAULT_TEMPERATURE,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     judge_max_tokens: int | None = None,
@@ -363,7 +361,7 @@ def wrap(
 
     `n` candidates per call; `panel`, `judge_model` (a spec, or a Backend such as `client_backend(client,
     "gpt-4o-mini")`), `base_url` (for `vllm:` judge specs), `max_tokens`/`temperature` (used when the request
-    gives none), `seed` (None: a random seed per request without one), `accept_threshold`/`wave_size` (early
+    gives none), `seed` (for a request without one; default 0), `accept_threshold`/`wave_size` (early
     stop), `strategy` and `pair_margin` (pairs), `log` (a JSONL path or a sink with `write(pairs)`), `cache`, `flavour` (the
     server flavour for an OpenAI client on a non-OpenAI base_url: vllm, llama-cpp, llama-server, openai)."""
     if isinstance(client, Wrapped):

@@ -135,3 +135,48 @@ def test_run_ab_sync_wrapper_and_journal_resume(tmp_path):
                    cache=False, report=out)
     assert len(scores.requests) == used  # everything came from the journal
     assert again.figures["summary"]["A: ab-correctness"]["n"] == 4
+
+
+async def test_run_ab_works_inside_a_running_event_loop(loopback):
+    """A Jupyter cell calling the sync `run_ab`: an event loop is already running in this thread."""
+    from bestofn.backends.vllm import VLLMServerBackend
+
+    judge = VLLMServerBackend("loopback", base_url=loopback.base_url)
+    result = run_ab(_gold(2), PANELS / "ab_correctness.toml", PANELS / "ab_helpfulness.toml", judge_model=judge,
+                    cache=False)
+    assert [len(r) for r in result.panels.values()] == [2, 2]
+    assert all(r.pred is not None for rs in result.panels.values() for r in rs)
+
+
+@pytest.mark.parametrize("content_free", ["demote", "veto", "flag"])
+async def test_ab_decides_as_run_ranks_a_content_free_answer(loopback, content_free):
+    """The judges give the content-free ":" 10 and "Paris" 5. `run` (aselect) ranks "Paris" first unless the
+    panel only flags content-free answers; the A/B harness decides the same way, in both orders."""
+    from bestofn.backends.vllm import VLLMServerBackend
+    from bestofn.select import aselect
+    from tests.loopback import completion_body
+
+    answers = [":", "Paris"]
+
+    def hook(req):
+        body = req.body or {}
+        if not body.get("response_format"):  # generation: one of each
+            out = completion_body("x", n=body.get("n", 1))
+            for i, choice in enumerate(out["choices"]):
+                choice["message"]["content"] = answers[i % 2]
+            return 200, out
+        score = 5 if "Paris" in body["messages"][-1]["content"] else 10
+        return 200, completion_body(json.dumps({"reasoning": "scripted", "score": score}))
+
+    loopback.hook = hook
+    backend = VLLMServerBackend("loopback", base_url=loopback.base_url, flavour="vllm")
+    panel = load_panel(PANELS / "ab_correctness.toml").model_copy(update={"content_free": content_free})
+    sel = await aselect("What is the capital of France?", n=2, model=backend, judge_model=backend, panel=panel,
+                        cache=False)
+    picked = sel.best.text
+    assert picked == (":" if content_free == "flag" else "Paris")
+    runner = PanelRunner(panel, RunSettings(judge_model=backend, cache=False))
+    item = GoldPair(id="q", subset="s", prompt="What is the capital of France?", response_a=":",
+                    response_b="Paris", label="b", source="x")
+    result = await runner.pair(item)
+    assert result.pred == result.first == result.second == ("a" if picked == ":" else "b")

@@ -90,6 +90,17 @@ def test_sync_client_choices_selection_and_options(proxy, loopback):
     assert [m.id for m in client.models.list().data] == ["vllm:loopback"]
 
 
+def test_an_unseeded_request_uses_seed_0(proxy, loopback):
+    """DESIGN part B: the seed defaults to 0, so two unseeded requests draw the same candidates."""
+    client = openai.OpenAI(base_url=proxy, api_key="x")
+    first, second = (Selection.model_validate(client.chat.completions.create(model="m", messages=ASK).bestofn)
+                     for _ in range(2))
+    assert [c.text for c in first.candidates] == [c.text for c in second.candidates]
+    assert {c.params["seed"] for c in first.candidates} == {0} and all(p.seed == 0 for p in first.pairs)
+    gen = [r.body for r in loopback.chat_requests() if "response_format" not in r.body]
+    assert [g["seed"] for g in gen] == [0, 0]
+
+
 def test_sync_stream(proxy):
     client = openai.OpenAI(base_url=proxy, api_key="x")
     stream = client.chat.completions.create(model="m", messages=ASK, stream=True, n=2,

@@ -153,6 +153,18 @@ def test_params_are_mapped_or_refused(loopback, judge):
     wrapped.close()
 
 
+def test_an_unseeded_call_uses_seed_0(loopback, judge):
+    """DESIGN part B: the seed defaults to 0, so two unseeded calls draw the same candidates."""
+    wrapped = bestofn.wrap(openai.OpenAI(base_url=loopback.base_url, api_key="sk-x"), n=2, judge_model=judge,
+                           cache=False)
+    first, second = (wrapped.chat.completions.create(model="loopback", messages=ASK).selection for _ in range(2))
+    assert [c.text for c in first.candidates] == [c.text for c in second.candidates]
+    assert {c.params["seed"] for c in first.candidates} == {0}
+    gen = [r.body for r in loopback.chat_requests() if "response_format" not in r.body]
+    assert [g["seed"] for g in gen] == [0, 0]
+    wrapped.close()
+
+
 def test_pairs_are_written_off_the_request_path(loopback, judge):
     class BlockedSink:
         """Its writes wait until the test releases them: a request that waited on the sink would hang here."""

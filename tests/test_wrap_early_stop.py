@@ -81,10 +81,12 @@ async def test_a_candidate_repeated_in_a_later_wave_is_not_judged_again(loopback
 
 
 def test_acceptance_needs_a_safe_best_and_a_valid_threshold():
-    ranked = Aggregate(scores={"a": 0.9, "b": 0.4}, ranking=["a", "b"], stats={"vetoed": [], "safety_flagged": []})
+    ranked = Aggregate(scores={"a": 0.9, "b": 0.4}, ranking=["a", "b"])
     assert accepted(ranked, 0.8) == "a" and accepted(ranked, 0.95) is None
-    flagged = Aggregate(scores={"a": 0.9}, ranking=["a"], stats={"vetoed": [], "safety_flagged": ["a"]})
+    flagged = Aggregate(scores={"a": 0.9}, ranking=["a"], safety_flagged=frozenset({"a"}))
     assert accepted(flagged, 0.5) is None
+    vetoed = Aggregate(scores={"a": 0.9}, ranking=["a"], vetoed=frozenset({"a"}))  # every candidate vetoed
+    assert accepted(vetoed, 0.5) is None
     assert accepted(Aggregate(scores={"a": None}, ranking=[]), 0.0) is None
     with pytest.raises(ConfigError, match="between 0 and 1"):
         bestofn.select(ASK, n=2, accept_threshold=1.5)

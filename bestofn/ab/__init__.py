@@ -10,7 +10,6 @@ aggregation, baselines.py adds trivial judges, metrics.py computes the statistic
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from bestofn.ab.runner import Progress, RunSettings, arun_panel
 from bestofn.backends.base import Backend
 from bestofn.cache import Cache
 from bestofn.panel import Panel
+from bestofn.sync import run_sync
 
 __all__ = ["AbResult", "arun_ab", "run_ab", "load_gold", "RunSettings"]
 
@@ -79,4 +79,4 @@ async def arun_ab(
 
 def run_ab(gold: str | Path | GoldSet, a: str | Path | Panel, b: str | Path | Panel, **options: Any) -> AbResult:
     """Sync wrapper of `arun_ab` (same keyword arguments)."""
-    return asyncio.run(arun_ab(gold, a, b, **options))
+    return run_sync(arun_ab(gold, a, b, **options))

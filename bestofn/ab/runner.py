@@ -3,9 +3,10 @@
 A gold response becomes a Candidate with id `text_id(text)`; nothing is generated.
 
 Pairwise gold, pointwise panels (rubric judges): each response is judged once per judge; the panel's aggregate
-(safety tier first, then score, as `bestofn run` ranks) decides, equal = tie. Both presentation orders go
-through the aggregation step, so an order effect in ranking would show; a pointwise judge never sees the two
-responses together, so its position consistency is 100% by construction (the report says so).
+ranking decides (`Aggregate.compare`: the very order `bestofn run` picks its best by), equal but for the seeded
+hash = tie. Both presentation orders go through the aggregation step, so an order effect in ranking would show;
+a pointwise judge never sees the two responses together, so its position consistency is 100% by construction
+(the report says so).
 
 Pairwise gold, panels with judges that see both answers at once: the pairwise judge already asks in both
 orders (and a listwise one over shuffles) and records each order in its verdict's details; the final decision
@@ -24,18 +25,20 @@ result is appended to a JSONL file as soon as it is done: a rerun skips journall
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import ValidationError
+
+from bestofn import jsonl
 from bestofn.ab.gold import GoldPair, GoldPoint, GoldSet
 from bestofn.ab.metrics import ItemResult
 from bestofn.aggregate import aggregate
 from bestofn.backends import load_backend
 from bestofn.backends.base import Backend
-from bestofn.backends.pricing import price_for, usd
+from bestofn.backends.pricing import usd_for
 from bestofn.cache import Cache, cached, resolve_cache
 from bestofn.errors import ConfigError
 from bestofn.judging import Judge, JudgeInput, build_judges
@@ -43,7 +46,6 @@ from bestofn.meter import Meter, MeteredBackend
 from bestofn.panel import JudgeConfig, Panel
 from bestofn.records import Candidate, Message, Verdict, sha256_hex, text_id
 from bestofn.select import DEFAULT_MODEL, judge_all, resolve_panel
-from bestofn.sinks import append_lines
 
 #: progress(label, done, total)
 Progress = Callable[[str, int, int], None]
@@ -103,27 +105,21 @@ class PanelRunner:
     # -- deciding ---------------------------------------------------------------------------------------
 
     def decide(self, first: str, second: str, verdicts: list[Verdict], texts: dict[str, str]) -> str | None:
-        """'first', 'second', 'tie', or None (no decision: a side could not be scored). As the pipeline ranks:
-        safety tier, then gate (verifier-first panels), then the aggregate score (with the panel's length
-        control, hence the texts); equal scores are a tie here, where `bestofn run` would break it by hash."""
+        """'first', 'second', 'tie', or None (no decision: the judges left a side below quorum). The
+        aggregate's own ranking decides, the rule `bestofn run` picks by (safety tier, content-free demotion,
+        gate, score with the panel's length control, hence the texts, then the number of valid verdicts);
+        where only the seeded hash would order the two, it is a tie. A side the panel refuses to rank
+        (content-free under `content_free = "veto"`) loses, as it never wins in `run`."""
         if first == second:
             return "tie"
         agg = aggregate(self.panel, [first, second], verdicts, seed=self.settings.seed, texts=texts)
-        s1, s2 = agg.scores.get(first), agg.scores.get(second)
-        if s1 is None or s2 is None:
-            return None
-        gate = agg.stats.get("gate", {})
-
-        def level(cid: str) -> tuple[int, int]:
-            safety = 2 if cid in agg.stats.get("vetoed", ()) else 1 if cid in agg.stats.get("safety_flagged", ()) else 0
-            return safety, 2 if cid in gate.get("failed", ()) else 1 if cid in gate.get("unchecked", ()) else 0
-
-        tier = {cid: level(cid) for cid in (first, second)}
-        if tier[first] != tier[second]:
-            return "first" if tier[first] < tier[second] else "second"
-        if abs(s1 - s2) < 1e-9:
-            return "tie"
-        return "first" if s1 > s2 else "second"
+        if self.panel.content_free == "veto":
+            refused = agg.content_free & agg.unrankable
+            if first in refused and second in agg.keys:
+                return "second"
+            if second in refused and first in agg.keys:
+                return "first"
+        return agg.compare(first, second)
 
     def safety_name(self) -> str:
         name = self.panel.safety_veto.judge if self.panel.safety_veto else "safety"
@@ -173,10 +169,11 @@ class PanelRunner:
 
     def _result(self, item: GoldPair | GoldPoint, pred: str | None, verdicts: list[Verdict], meter: Meter,
                 **kw: Any) -> ItemResult:
-        costs = [usd(v.usage, price_for(v.model)) if v.model else 0.0 for v in verdicts]
+        costs = [usd_for(v.model, v.usage) if v.model else 0.0 for v in verdicts]
         return ItemResult(
             item_id=item.id, subset=item.subset, gold=item.label, pred=pred, verdicts=len(verdicts),
             invalid=sum(v.status in BAD for v in verdicts), calls=meter.calls, cache_hits=meter.cache_hits,
+            unpriced_calls=meter.unpriced_calls,
             prompt_tokens=sum(v.usage.prompt_tokens for v in verdicts),
             completion_tokens=sum(v.usage.completion_tokens for v in verdicts),
             usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs), **kw,
@@ -202,7 +199,7 @@ class PanelRunner:
             share = (time.perf_counter() - began) / len(batch)
             results = [r.model_copy(update={"seconds": round(share, 4)}) for r in results]
             if journal:
-                append_lines(journal, (r.model_dump_json() + "\n" for r in results))
+                jsonl.append(journal, results)
             done.update({r.item_id: r for r in results})
             finished += len(batch)
             if progress:
@@ -258,11 +255,13 @@ def read_journal(path: Path) -> dict[str, ItemResult]:
     out: dict[str, ItemResult] = {}
     if not path.is_file():
         return out
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, value in jsonl.read(path, journal=True):
         try:
-            r = ItemResult.model_validate(json.loads(line))
-        except (ValueError, TypeError):
-            continue
+            r = ItemResult.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise jsonl.BadLine(path, number, f"not an item result ({'.'.join(map(str, first['loc']))}: "
+                                f"{first['msg']}); delete the file to redo its items") from None
         out[r.item_id] = r
     return out
 

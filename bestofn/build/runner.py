@@ -20,17 +20,19 @@ from typing import Any, Literal
 
 from rich.console import Console
 
+from bestofn.backends.base import Backend
 from bestofn.build.inputs import Columns, PromptRow, read_prompts
 from bestofn.build.journal import Journal
 from bestofn.build.report import BuildProgress, BuildSummary, print_summary, prompt_info, summarise
 from bestofn.cache import Cache, resolve_cache
 from bestofn.errors import BestofnError, ConfigError
-from bestofn.export import check_output, row_line, rows_for, write_rows
+from bestofn import jsonl
+from bestofn.export import check_output, rows_for, write_rows
 from bestofn.pairs import STRATEGIES
 from bestofn.panel import Panel, load_panel
 from bestofn.records import Selection
 from bestofn.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n
-from bestofn.sinks import append_lines
+from bestofn.sync import run_sync
 from bestofn.templates import load_template
 
 DEFAULT_N = 8
@@ -50,8 +52,8 @@ class BuildOptions:
     format: str = "trl-conversational"
     strategy: str = "best-worst"
     n: int = DEFAULT_N
-    model: str = "local"
-    judge_model: str | None = None
+    model: str | Backend = "local"
+    judge_model: str | Backend | None = None
     panel: str | Path | Panel = "default"
     base_url: str | None = None
     seed: int = 0
@@ -85,11 +87,16 @@ def _settings(opts: BuildOptions, panel: Panel) -> dict[str, Any]:
                 templates[j.name] = None
     blob = json.dumps(panel.model_dump(mode="json", exclude={"source"}), sort_keys=True)
     return {
-        "n": opts.n, "model": opts.model, "judge_model": opts.judge_model, "panel": panel.name,
+        "n": opts.n, "model": _spec(opts.model), "judge_model": _spec(opts.judge_model), "panel": panel.name,
         "panel_sha256": hashlib.sha256(blob.encode()).hexdigest(), "templates": templates, "seed": opts.seed,
         "max_tokens": opts.max_tokens, "judge_max_tokens": opts.judge_max_tokens, "temperature": opts.temperature,
         "strategy": opts.strategy, "pair_margin": panel.pair_margin if opts.pair_margin is None else opts.pair_margin,
     }
+
+
+def _spec(model: str | Backend | None) -> str | None:
+    """A model as the journal keys it: a Backend instance by the spec it stands for."""
+    return model.spec if isinstance(model, Backend) else model
 
 
 def _no_pair_reason(selection: Selection, never_chosen: set[str], margin: float) -> str:
@@ -118,8 +125,8 @@ class _Writer:
             for r in rows_for(self.fmt, record):
                 if r["id"] not in self.seen:
                     self.seen.add(r["id"])
-                    lines.append(row_line(r))
-            append_lines(self.out, lines)
+                    lines.append(r)
+            jsonl.append(self.out, lines)
 
     async def commit(self, *args: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self.pool, self._commit, *args)
@@ -218,11 +225,10 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
         errors = [v for v in selection.verdicts if v.status == "error"]
         if errors:  # a backend failed mid-judging: retry the prompt later rather than keep a partial verdict set
             return await failed(row, f"judge {errors[0].judge}: {errors[0].reason}", selection)
-        never = set(selection.stats.get("vetoed", [])) | set(selection.stats.get("safety_flagged", []))
         pairs = selection.pairs  # aselect never makes a vetoed or safety-flagged answer the chosen side
-        reason = None if pairs else _no_pair_reason(selection, never, margin)
+        reason = None if pairs else _no_pair_reason(selection, selection.unsafe_ids(), margin)
         record = {
-            "prompt_id": row.id, "line": row.line, "metadata": row.metadata, "generator": opts.model,
+            "prompt_id": row.id, "line": row.line, "metadata": row.metadata, "generator": _spec(opts.model),
             "seed": opts.seed, "reason": reason, "selection": selection.model_dump(mode="json"),
         }
         # The commit (fsync) runs on the writer's thread while this worker takes the next prompt.
@@ -270,7 +276,7 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
 
 def build(prompts: str | Path, out: str | Path, **options: Any) -> BuildSummary:
     """Sync wrapper of `abuild` (same keyword arguments)."""
-    return asyncio.run(abuild(prompts, out, **options))
+    return run_sync(abuild(prompts, out, **options))
 
 
 __all__ = ["BuildError", "BuildOptions", "BuildSummary", "abuild", "build", "print_summary", "rewrite_output"]
