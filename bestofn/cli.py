@@ -16,6 +16,7 @@ from rich.table import Table
 
 from bestofn.cli_ab import ab
 from bestofn.cli_build import build
+from bestofn.cli_doctor import doctor
 from bestofn.cli_rerank import rerank
 from bestofn.cli_serve import serve
 from bestofn.errors import BestofnError
@@ -30,6 +31,7 @@ judges_app = typer.Typer(no_args_is_help=True, help="List and show judge panels.
 app.add_typer(judges_app, name="judges")
 app.command("ab")(ab)
 app.command("build")(build)
+app.command("doctor")(doctor)
 app.command("rerank")(rerank)
 app.command("serve")(serve)
 
@@ -81,6 +83,8 @@ def run(
         )
     if as_json:
         sys.stdout.write(selection.model_dump_json(indent=1) + "\n")
+        if selection.best is None:  # nothing could be ranked: exit 1, as the table mode does
+            raise typer.Exit(1)
         return
     _print_selection(selection, log)
 
@@ -155,7 +159,10 @@ def _print_selection(selection: Selection, log: Optional[Path]) -> None:
         table.add_row(shown, str(c.index), *cells, "-" if score is None else f"{score:.3f}", preview)
     err.print(table)
     cost = selection.cost
+    from bestofn.meter import describe_cost  # the money beside the calls it leaves out
+
     err.print(f"calls {cost.calls}, tokens {cost.prompt_tokens}+{cost.completion_tokens}, "
+              f"{describe_cost(cost.usd, cost.calls, cost.unpriced_calls)}, "
               f"{cost.seconds:.1f}s (generation {cost.generation_seconds:.1f}s, judging {cost.judging_seconds:.1f}s)"
               + (f"; {len(selection.pairs)} pair(s) appended to {log}" if log else ""))
     if selection.stats.get("vetoed") and selection.best and selection.best.id in selection.stats["vetoed"]:

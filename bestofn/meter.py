@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bestofn.backends.base import Backend, Completion, SamplingParams
-from bestofn.backends.pricing import Price, price_for, usd
+from bestofn.backends.pricing import Price, usd_for
 from bestofn.records import Message
 
 
@@ -18,9 +18,10 @@ class Meter:
     cache_hits: int = 0
     #: US dollars over the calls whose price is known (bestofn.backends.pricing); None while none is
     usd: float | None = None
+    #: the calls that `usd` leaves out (no price known): shown beside the money wherever it is
     unpriced_calls: int = 0
 
-    def record(self, completions: list[Completion], price: Price | None = None) -> None:
+    def record(self, completions: list[Completion], spec: str = "", price: Price | None = None) -> None:
         for c in completions:
             if c.cached:
                 self.cache_hits += 1
@@ -28,7 +29,7 @@ class Meter:
             self.calls += 1
             self.prompt_tokens += c.usage.prompt_tokens
             self.completion_tokens += c.usage.completion_tokens
-            cost = usd(c.usage, price)
+            cost = usd_for(spec, c.usage, price)
             if cost is None:
                 self.unpriced_calls += 1
             else:
@@ -47,7 +48,7 @@ class MeteredBackend(Backend):
         self.inner, self.meter = inner, meter
         self.spec = inner.spec
         base = innermost(inner)
-        self.price = getattr(base, "price", None) or price_for(base.spec)
+        self.price_spec, self.price = base.spec, getattr(base, "price", None)  # priced per call (pricing.usd_for)
 
     @property
     def serial(self) -> bool:  # type: ignore[override]
@@ -56,12 +57,20 @@ class MeteredBackend(Backend):
 
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
         completions = await self.inner.sample(messages, params)
-        self.meter.record(completions, self.price)
+        self.meter.record(completions, self.price_spec, self.price)
         return completions
 
     async def sample_stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[tuple[int, Completion]]:
         from bestofn.generate import completions_as_ready
 
         async for index, completion in completions_as_ready(self.inner, messages, params):
-            self.meter.record([completion], self.price)
+            self.meter.record([completion], self.price_spec, self.price)
             yield index, completion
+
+
+def describe_cost(usd: float | None, calls: int, unpriced_calls: int) -> str:
+    """The money and the calls it leaves out, for a cost line: `$0.012345`, `$0.012345 (3 of 20 calls unpriced)`,
+    `$? (20 of 20 calls unpriced)` (self-hosted models, or ones no price is known for)."""
+    unpriced = unpriced_calls if usd is not None else unpriced_calls or calls
+    money = "$?" if usd is None and unpriced else f"${usd or 0.0:.6f}"  # the JSON cost's precision
+    return f"{money} ({unpriced} of {calls} calls unpriced)" if unpriced else money

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -61,11 +61,36 @@ class LengthControl(BaseModel):
     unit: Literal["words", "chars"] = "words"
 
 
+# The [[judge]] keys each form of judge reads, and no others: its class in bestofn/judging reads the kind's
+# own keys (tests/test_panel_keys.py checks this table against their source), build_judges and the backend
+# choice read the model keys, the aggregate reads weight and gate. A key its form does not read is an error.
+# `per-criterion` is a rubric judge with `per_criterion = true`: its criteria carry the scales and weights and
+# name its verdicts, so it has no scale, weight or gate of its own. A pairwise verdict covers two candidates,
+# so it cannot gate one. docs/panels.md shows this table in its "read by" column.
+_MODEL = ("rubric", "model", "base_url", "temperature", "max_tokens", "examples")
+_POINTWISE = ("samples", "score_method", "top_logprobs", "needs_reference", "criteria", "per_criterion")
+_GATE = ("gate", "gate_pass")
+JUDGE_KEYS: dict[str, frozenset[str]] = {
+    "rubric": frozenset({"name", "kind", "scale", "weight", *_GATE, *_MODEL, *_POINTWISE}),
+    "per-criterion": frozenset({"name", "kind", *_MODEL, *_POINTWISE}),
+    "pairwise": frozenset({"name", "kind", "weight", *_MODEL, "mode"}),
+    "listwise": frozenset({"name", "kind", "weight", *_GATE, *_MODEL, "shuffles", "window", "step", "passes"}),
+    "verifier": frozenset({"name", "kind", "weight", *_GATE, "check"}),
+}
+Kind = Literal["rubric", "pairwise", "listwise", "verifier"]
+KIND_NAMES: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+
+
+def judge_form(kind: str, per_criterion: bool = False) -> str:
+    """The row of JUDGE_KEYS a judge's keys are checked against."""
+    return "per-criterion" if kind == "rubric" and per_criterion else kind
+
+
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    kind: Literal["rubric", "pairwise", "listwise", "verifier", "scorer"] = "rubric"
+    kind: Kind = "rubric"  # a `scorer` kind (a reward model) is refused until a scorer judge exists
     rubric: str | None = None  # template name (prompts/<rubric>.md.j2) or path
     scale: tuple[int, int] = (1, 10)
     weight: float = Field(default=1.0, ge=0.0)
@@ -91,6 +116,24 @@ class JudgeConfig(BaseModel):
     gate: bool = False  # a gate (verifier-first): candidates that fail it rank below every one that passes
     gate_pass: float = Field(default=1.0, ge=0.0, le=1.0)  # the normalised score that passes the gate
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_its_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        name, kind = data.get("name", "?"), data.get("kind", "rubric")
+        if kind not in KIND_NAMES:
+            soon = " is not supported yet (no scorer judge exists)" if kind == "scorer" else " is unknown"
+            raise ValueError(f"judge {name!r}: kind {kind!r}{soon}; use one of {', '.join(KIND_NAMES)}")
+        form = judge_form(kind, bool(data.get("per_criterion")))
+        unread = [k for k in data if k in cls.model_fields and k not in JUDGE_KEYS[form]]
+        if unread:
+            what = "rubric judges with per_criterion = true" if form == "per-criterion" else f"{kind} judges"
+            reads = ", ".join(sorted(JUDGE_KEYS[form]))
+            raise ValueError(f"judge {name!r}: {', '.join(map(repr, unread))}: {what} do not read "
+                             f"{'it' if len(unread) == 1 else 'them'} (they read {reads})")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:
         low, high = self.scale
@@ -98,12 +141,8 @@ class JudgeConfig(BaseModel):
             raise ValueError(f"judge {self.name!r}: scale {list(self.scale)} must be [low, high] with low < high")
         if self.kind in ("rubric", "pairwise", "listwise") and not self.rubric:
             raise ValueError(f"judge {self.name!r} of kind {self.kind!r} needs a rubric")
-        if self.check is not None and self.kind != "verifier":
-            raise ValueError(f"judge {self.name!r}: check is for verifier judges, not {self.kind!r}")
         if self.criteria:
             names = [c.name for c in self.criteria]
-            if self.kind != "rubric":
-                raise ValueError(f"judge {self.name!r}: criteria are for rubric judges, not {self.kind!r}")
             if len(set(names)) != len(names) or "reasoning" in names:
                 raise ValueError(f"judge {self.name!r}: criterion names must be unique and not 'reasoning': {names}")
             total = (sum(c.scale[0] for c in self.criteria), sum(c.scale[1] for c in self.criteria))
@@ -187,8 +226,15 @@ def load_panel(name_or_path: str | Path) -> Panel:
         return Panel.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"panel file {path}: {where}: {first['msg']}") from exc
+        loc, msg = [str(p) for p in first["loc"]], first["msg"].removeprefix("Value error, ")
+        if loc[:1] == ["judge"] and len(loc) > 1 and loc[1].isdigit():  # judge.2.samples -> judge 'x': samples
+            judge = (data.get("judge") or [])[int(loc[1])]
+            named = isinstance(judge, dict) and "name" in judge
+            loc[:2] = [f"judge {judge['name']!r}" if named else f"judge #{int(loc[1]) + 1}"]
+            if len(loc) == 1 and msg.startswith(loc[0]):  # the message names the judge already
+                loc = []
+        parts = [f"panel file {path}", *loc[:1], ".".join(loc[1:]), msg]
+        raise ConfigError(": ".join(part for part in parts if part)) from exc
 
 
 def builtin_panels() -> list[str]:

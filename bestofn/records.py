@@ -105,7 +105,8 @@ class Cost(Record):
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    usd: float | None = None
+    usd: float | None = None  # over the priced calls only: `unpriced_calls` says how many it leaves out
+    unpriced_calls: int = 0
     seconds: float = 0.0
     generation_seconds: float = 0.0
     judging_seconds: float = 0.0
@@ -129,6 +130,11 @@ class Selection(Record):
 
     def verdicts_for(self, candidate_id: str) -> list[Verdict]:
         return [v for v in self.verdicts if candidate_id in v.candidate_ids]
+
+    def unsafe_ids(self) -> set[str]:
+        """The candidates the safety judge vetoed or could not check (the aggregate's `unsafe`, as its stats
+        carry it in the Selection's JSON): never the chosen side of a pair."""
+        return {*self.stats.get("vetoed", ()), *self.stats.get("safety_flagged", ())}
 
 
 def as_messages(prompt: str | list[Message] | list[dict[str, Any]]) -> list[Message]:

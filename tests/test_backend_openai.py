@@ -171,17 +171,22 @@ async def test_selection_cost_in_usd_from_the_price_table(loopback):
     assert cost.usd == pytest.approx((cost.prompt_tokens * 0.15 + cost.completion_tokens * 0.60) / 1e6, abs=1e-6)
 
 
-async def test_price_override_and_unknown_price(loopback):
-    from bestofn.backends.pricing import price_for, set_price
+async def test_price_override_and_unknown_price(loopback, monkeypatch):
+    from bestofn.backends import pricing
     from bestofn.meter import Meter, MeteredBackend
+    from bestofn.records import Usage
 
-    assert price_for("openai:gpt-4o-mini-2024-07-18") == (0.15, 0.60)
-    assert price_for("vllm:whatever") is None
+    mtok = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    assert pricing.usd_for("openai:gpt-4o-mini-2024-07-18", mtok) == pytest.approx(0.15 + 0.60)  # its snapshot
+    assert pricing.usd_for("vllm:whatever", mtok) is None
     meter = Meter()
     await MeteredBackend(backend(loopback, price=(1.0, 2.0)), meter).sample(MSGS, SamplingParams(n=2))
     assert meter.usd == pytest.approx((meter.prompt_tokens * 1.0 + meter.completion_tokens * 2.0) / 1e6)
-    set_price("openai:my-finetune", 10.0, 20.0)
-    assert price_for("openai:my-finetune-v2") == (10.0, 20.0)
+    assert meter.unpriced_calls == 0
+    monkeypatch.setattr(pricing, "_overrides", {})
+    pricing.set_price("openai:my-finetune", 10.0, 20.0)
+    assert pricing.usd_for("openai:my-finetune", mtok) == pytest.approx(30.0)
+    assert pricing.usd_for("openai:my-finetune-v2", mtok) is None  # exact specs: never a namesake's price
 
 
 def test_sync_select_twice_reuses_the_backend_across_event_loops(loopback):

@@ -163,3 +163,32 @@ async def test_serial_judges_still_run_judge_major_after_generation():
         for k in range(4):  # within each judge's block, candidates in sampling order
             block = answers[len(texts) * k: len(texts) * (k + 1)]
             assert all(t in a for t, a in zip(texts, block))
+
+
+@pytest.mark.parametrize("probe", ["500", "closed"])
+async def test_a_failed_flavour_probe_warns_naming_the_url_and_the_flavour_assumed(probe):
+    """A llama-cpp-python server whose GET /v1/models fails is taken for a generic one (parallel requests):
+    the user is told, with the URL asked and the flavour assumed, instead of silently losing one-at-a-time."""
+    from tests.loopback import Fault, error_body
+
+    with LoopbackServer(flavour="llama-cpp", max_choices=1) as srv:
+        broken = (500, error_body(500, "models route crashed")) if probe == "500" else Fault(200, action="reset")
+        srv.hook = lambda req: broken if req.path.endswith("/models") else None
+        b = VLLMServerBackend("m", base_url=srv.base_url, max_retries=0)
+        with pytest.warns(UserWarning) as caught:
+            out = await b.sample(MSGS, SamplingParams(n=2, seed=1))
+        (warning,) = [w for w in caught if "flavour" in str(w.message)]
+        message = str(warning.message)
+        assert f"GET {srv.base_url}/models" in message and "'openai' flavour" in message, message
+        assert "BESTOFN_SERVER_FLAVOUR=" in message and len(out) == 2 and b._resolved == "openai"
+        assert any(r.path == "/v1/models" for r in srv.requests)
+
+
+async def test_a_probe_that_answers_gives_no_warning():
+    import warnings
+
+    with LoopbackServer(flavour="llama-cpp", max_choices=1) as srv:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning fails the test
+            b = VLLMServerBackend("m", base_url=srv.base_url)
+            assert await b.resolve() == "llama-cpp" and b.serial

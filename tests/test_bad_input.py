@@ -154,7 +154,7 @@ def test_bad_input_files_are_listed_line_by_line(tmp_path):
     assert "id: expected a string or an integer, got dict" in issues[6]
     assert "constraints: expected an object, got list" in issues[7]
     assert "lone surrogate U+D83D" in issues[8]
-    assert "invalid JSON" in issues[10]
+    assert "not valid JSON" in issues[10]
     csv_path = tmp_path / "prompts.csv"
     csv_path.write_bytes(b"id,prompt\n1,caf\xe9\n")
     with pytest.raises(ConfigError, match=r"prompts.csv: not valid UTF-8 \(byte 16 of the file\)"):

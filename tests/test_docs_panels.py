@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 
 from bestofn.judging import build_judges
-from bestofn.panel import Criterion, Example, JudgeConfig, LengthControl, Panel, SafetyVeto
+from bestofn.panel import JUDGE_KEYS, Criterion, Example, JudgeConfig, LengthControl, Panel, SafetyVeto
 from tests.fake_backend import FakeBackend
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "panels.md"
@@ -20,6 +20,16 @@ def test_every_panel_key_is_documented():
             if key == "source":  # set by the loader, not written in a TOML
                 continue
             assert key in documented, f"{model.__name__}.{key} is not in docs/panels.md"
+
+
+def test_the_read_by_column_is_the_table_the_panel_checks():
+    """Each [[judge]] row says which kinds read the key: exactly the kinds whose JUDGE_KEYS hold it."""
+    text = DOC.read_text(encoding="utf-8").split("## A judge")[1].split("## An example")[0]
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| [^|]+ \| ([^|]+) \|", text, flags=re.M))
+    assert set(rows) == set(JudgeConfig.model_fields)
+    for key, column in rows.items():
+        said = set(JUDGE_KEYS) if column.strip() == "all" else {k.strip() for k in column.split(",")}
+        assert said == {form for form, keys in JUDGE_KEYS.items() if key in keys}, key
 
 
 def test_the_documented_example_builds():

@@ -55,7 +55,8 @@ class ItemResult(Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
-    usd: float | None = None
+    usd: float | None = None  # None when any verdict's model has no known price
+    unpriced_calls: int = 0
     scores: dict[str, Any] = {}
 
 
@@ -179,6 +180,7 @@ def summarize(results: list[ItemResult], seed: int = 0) -> dict[str, Any]:
         "seconds_per_1000": _per_1000(sum(r.seconds for r in results), n),
         "usd_per_1000": (None if any(r.usd is None for r in results) or not n
                          else _per_1000(sum(r.usd or 0.0 for r in results), n)),
+        "unpriced_calls": sum(r.unpriced_calls for r in results),  # fresh calls no price is known for
     }
     if results and results[0].gold in ("safe", "unsafe"):
         unsafe = [r for r in results if r.gold == "unsafe"]

@@ -1,14 +1,17 @@
-"""Token prices, so that a Selection's `cost.usd` is filled where a price is known (null elsewhere).
+"""Token prices, so that a Selection's `cost.usd` is filled where a price is known, and the calls without one
+are counted (`cost.unpriced_calls`) and shown beside the money: `usd` never quietly covers only some calls.
 
-Prices are US dollars per million tokens, (prompt, completion), list prices of the providers' standard tier
-as published in 2025; they change, so override them:
-
-- in Python: `set_price("openai:gpt-4o-mini", 0.15, 0.60)` or `OpenAIBackend(model, price=(0.15, 0.60))`;
-- from a file: `BESTOFN_PRICES=/path/prices.json` holding `{"openai:gpt-4o-mini": [0.15, 0.60], ...}`.
-
-A spec matches its own entry first (`openai:gpt-4o-mini-2024-07-18`), then the longest entry it starts with
-(`openai:gpt-4o-mini`), within its own backend kind only. Self-hosted backends (`local`, `vllm`,
-`vllm-offline`) have no price unless you set one. Cached completions cost nothing.
+- A price you set wins, for that exact spec: `set_price("openai:my-finetune", 0.15, 0.60)`, a backend's
+  `price=(0.15, 0.60)` (`OpenAIBackend(model, price=...)`), or `BESTOFN_PRICES=/path/prices.json` holding
+  `{"openai:gpt-4o-mini": [0.15, 0.60], ...}` (US dollars per million prompt and completion tokens).
+- Else `openai:` and `anthropic:` specs are priced by genai-prices (pydantic's maintained price data, the
+  `prices` extra that the `openai` and `anthropic` extras pull). Its data is the copy bundled with the
+  installed package: we never start its network updater, so pricing works offline and changes only with the
+  package version. It knows each model by its own name and snapshots (`gpt-4o-mini-2024-07-18` is
+  `gpt-4o-mini`; `o3-pro` is not `o3`, `claude-opus-4-6` is not `claude-opus-4`), tiered prices included. A
+  model it does not know is unpriced, never priced as a namesake.
+- Self-hosted backends (`local`, `vllm`, `vllm-offline`) are unpriced unless you set a price. Cached
+  completions cost nothing.
 """
 
 from __future__ import annotations
@@ -23,27 +26,8 @@ from bestofn.records import Usage
 
 Price = tuple[float, float]  # USD per 1M prompt tokens, per 1M completion tokens
 
-PRICES: dict[str, Price] = {
-    "openai:gpt-4o-mini": (0.15, 0.60),
-    "openai:gpt-4o": (2.50, 10.00),
-    "openai:gpt-4.1-nano": (0.10, 0.40),
-    "openai:gpt-4.1-mini": (0.40, 1.60),
-    "openai:gpt-4.1": (2.00, 8.00),
-    "openai:gpt-5-nano": (0.05, 0.40),
-    "openai:gpt-5-mini": (0.25, 2.00),
-    "openai:gpt-5": (1.25, 10.00),
-    "openai:o3-mini": (1.10, 4.40),
-    "openai:o4-mini": (1.10, 4.40),
-    "openai:o3": (2.00, 8.00),
-    "anthropic:claude-3-haiku": (0.25, 1.25),
-    "anthropic:claude-3-5-haiku": (0.80, 4.00),
-    "anthropic:claude-haiku-4-5": (1.00, 5.00),
-    "anthropic:claude-3-5-sonnet": (3.00, 15.00),
-    "anthropic:claude-3-7-sonnet": (3.00, 15.00),
-    "anthropic:claude-sonnet-4": (3.00, 15.00),
-    "anthropic:claude-opus-4": (15.00, 75.00),
-    "anthropic:claude-opus-4-5": (5.00, 25.00),
-}
+#: backend kind of a spec -> genai-prices' provider id
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic"}
 
 _overrides: dict[str, Price] = {}
 _file_cache: tuple[str, dict[str, Price]] | None = None
@@ -73,14 +57,10 @@ def _from_file() -> dict[str, Price]:
 
 
 def price_for(spec: str) -> Price | None:
-    """The price of a spec (`openai:gpt-4o-mini-2024-07-18`), or None where unknown."""
-    for table in (_overrides, _from_file(), PRICES):
+    """The price set for exactly this spec (`set_price`, then `BESTOFN_PRICES`), or None."""
+    for table in (_overrides, _from_file()):
         if spec in table:
             return table[spec]
-    for table in (_overrides, _from_file(), PRICES):
-        matches = [k for k in table if spec.startswith(k)]
-        if matches:
-            return table[max(matches, key=len)]
     return None
 
 
@@ -88,3 +68,22 @@ def usd(usage: Usage, price: Price | None) -> float | None:
     if price is None:
         return None
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
+
+
+def usd_for(spec: str, usage: Usage, price: Price | None = None) -> float | None:
+    """US dollars for one call of `spec` (a backend's own `price` first), or None where no price is known."""
+    price = price or price_for(spec)
+    if price is not None:
+        return usd(usage, price)
+    kind, _, model = spec.partition(":")
+    if kind not in PROVIDERS or not model:
+        return None
+    try:
+        from genai_prices import Usage as Tokens, calc_price
+    except ImportError:  # installed without the `prices` extra: the call is counted unpriced
+        return None
+    tokens = Tokens(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
+    try:  # the bundled data only: genai_prices.UpdatePrices (its network updater) is never started
+        return float(calc_price(tokens, model, provider_id=PROVIDERS[kind]).total_price)
+    except LookupError:  # a model it does not know
+        return None

@@ -11,6 +11,8 @@ from `api_key=` or `BESTOFN_API_KEY`. Servers differ, so the backend knows their
 | `openai`      | anything else (SGLang, ...)        | one request, fan out the rest if fewer come back, sticky | json_schema, else json_object + schema, sticky |
 
 `flavour="auto"` (default; or `BESTOFN_SERVER_FLAVOUR`) asks /v1/models once; naming the flavour skips that.
+When that probe fails (an error status, a closed connection), the backend assumes `openai` and warns, naming
+the URL and the flavour: a llama-cpp-python server would otherwise get parallel requests without a word.
 llama-cpp-python's server answers one request at a time, so that flavour is `serial` (the pipeline then orders
 judge calls for its KV cache) and sends one request at a time, so they arrive in that order (our per-request
 overhead is milliseconds against the server's seconds).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -124,11 +127,11 @@ class VLLMServerBackend(Backend):
             if self._resolved is not None and self.model:
                 return self._resolved
             try:
-                models = await self.chat.list_models()
-            except BackendError:
+                models, failed = await self.chat.list_models(), None
+            except BackendError as exc:
                 if not self.model:
                     raise
-                models = []
+                models, failed = [], exc
             if not self.model:
                 if not models:
                     raise ConfigError(f"{self.spec}: the server lists no models; name one: vllm:MODEL")
@@ -136,6 +139,13 @@ class VLLMServerBackend(Backend):
             if self._resolved is None:
                 owners = {str(getattr(m, "owned_by", "")).lower() for m in models}
                 self._apply(next((OWNED_BY[o] for o in owners if o in OWNED_BY), "openai"))
+                if failed is not None:  # say so: a llama-cpp-python server would now get parallel requests
+                    url = f"{str((await self.chat.client()).base_url).rstrip('/')}/models"
+                    warnings.warn(
+                        f"{self.spec}: GET {url} failed ({failed}), so the server is unknown: assuming the generic "
+                        f"{self._resolved!r} flavour, requests in parallel (a llama-cpp-python server needs them one "
+                        f"at a time). Name the flavour to skip the probe: BESTOFN_SERVER_FLAVOUR="
+                        f"{'|'.join(FLAVOURS[1:])}", stacklevel=2)
         assert self._resolved is not None
         return self._resolved
 

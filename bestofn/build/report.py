@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bestofn.meter import describe_cost
 from bestofn.records import Selection
 
 
@@ -20,7 +21,8 @@ class RunCost(BaseModel):
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    usd: float | None = None
+    usd: float | None = None  # over the priced calls only
+    unpriced_calls: int = 0  # the calls `usd` leaves out
     seconds: float = 0.0
 
     def add(self, selection: Selection) -> None:
@@ -29,6 +31,7 @@ class RunCost(BaseModel):
         self.cache_hits += c.cache_hits
         self.prompt_tokens += c.prompt_tokens
         self.completion_tokens += c.completion_tokens
+        self.unpriced_calls += c.unpriced_calls
         if c.usd is not None:
             self.usd = round((self.usd or 0.0) + c.usd, 6)
 
@@ -142,8 +145,8 @@ class BuildProgress:
             self.done_now += 1
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         c = self.cost
-        money = f" ${c.usd:.4f}" if c.usd is not None else ""
-        stats = (f"calls {c.calls} (hits {c.cache_hits}) tokens {c.prompt_tokens + c.completion_tokens}{money}"
+        money = describe_cost(c.usd, c.calls, c.unpriced_calls)
+        stats = (f"calls {c.calls} (hits {c.cache_hits}) tokens {c.prompt_tokens + c.completion_tokens} {money}"
                  f" failures {self.failures}")
         self.bar.update(self.task, advance=0 if failed else 1, rate=f"{self.done_now / elapsed * 60:.1f}/min",
                         stats=stats)
@@ -164,9 +167,9 @@ def print_summary(console: Console, s: BuildSummary) -> None:
     if s.judge_vs_pairs:
         table.add_row("judges vs pairs", ", ".join(f"{j} {a:.0%}" for j, a in s.judge_vs_pairs.items()))
     c = s.cost
-    money = f", ${c.usd:.4f}" if c.usd is not None else ""
     table.add_row("cost (this run)", f"{c.calls} calls, {c.cache_hits} cache hits, "
-                  f"{c.prompt_tokens}+{c.completion_tokens} tokens{money}, {c.seconds:.1f}s")
+                  f"{c.prompt_tokens}+{c.completion_tokens} tokens, {describe_cost(c.usd, c.calls, c.unpriced_calls)}, "
+                  f"{c.seconds:.1f}s")
     console.print(table)
     for line in s.input_issues[:10]:
         console.print(f"input: {line}", markup=False, highlight=False)
