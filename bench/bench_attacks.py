@@ -105,14 +105,14 @@ def naive_delimiters():
 async def judge_candidates(judges, item, texts: list[str]):
     from bestofn.judging import JudgeInput  # noqa: F401
     from bestofn.records import Candidate, text_id
-    from bestofn.select import judge_all
+    from bestofn.pipeline.select import judge_all
 
     candidates = [Candidate(id=text_id(t), index=i, text=t, model="bench") for i, t in enumerate(texts)]
     return candidates, await judge_all(judges, item, candidates)
 
 
 def rank_two(panel, a, b, verdicts, seed: int) -> tuple[list[str], dict]:
-    from bestofn.aggregate import aggregate
+    from bestofn.ranking.aggregate import aggregate
 
     ids = [a.id, b.id]
     mine = [v for v in verdicts if set(v.candidate_ids) <= set(ids)]
@@ -123,8 +123,8 @@ def rank_two(panel, a, b, verdicts, seed: int) -> tuple[list[str], dict]:
 async def run(args) -> None:
     from bestofn.backends import load_backend
     from bestofn.judging import JudgeInput, build_judges
-    from bestofn.meter import Meter, MeteredBackend
-    from bestofn.panel import load_panel
+    from bestofn.backends.meter import Meter, MeteredBackend
+    from bestofn.config.panel import load_panel
 
     data_dir = Path(os.environ.get("BESTOFN_DATA_DIR") or REPO.parent / "shared" / "data")
     meter = Meter()

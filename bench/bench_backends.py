@@ -33,12 +33,12 @@ sys.path.insert(0, str(REPO))
 from openai import AsyncOpenAI  # noqa: E402
 
 from bestofn.backends._openai_wire import json_schema_format  # noqa: E402
-from bestofn.cache import open_cache  # noqa: E402
-from bestofn.generate import generate  # noqa: E402
+from bestofn.backends.cache import open_cache  # noqa: E402
+from bestofn.pipeline.generate import generate  # noqa: E402
 from bestofn.judging import JudgeInput, build_judges  # noqa: E402
-from bestofn.panel import load_panel  # noqa: E402
+from bestofn.config.panel import load_panel  # noqa: E402
 from bestofn.records import Message  # noqa: E402
-from bestofn.select import aselect  # noqa: E402
+from bestofn.pipeline.select import aselect  # noqa: E402
 
 N = 16
 PROMPT = "Why is the sky blue? Answer in two sentences."

@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bestofn.build import Columns, abuild, build  # noqa: E402
-from bestofn.cache import Cache  # noqa: E402
+from bestofn.apps.build import Columns, abuild, build  # noqa: E402
+from bestofn.backends.cache import Cache  # noqa: E402
 
 MODEL = "bench"
 
@@ -87,7 +87,7 @@ def judge_shaped_request(base_url: str) -> tuple[list[dict], dict]:
     """One real rendered rubric prompt and its JSON schema, as the build's judges send them."""
     from bestofn.backends._openai_wire import json_schema_format
     from bestofn.judging import JudgeInput, build_judges
-    from bestofn.panel import load_panel
+    from bestofn.config.panel import load_panel
     from bestofn.records import Candidate, Message
 
     judge = build_judges(load_panel("default"), lambda cfg: None, max_tokens=384)[0]  # type: ignore[arg-type]

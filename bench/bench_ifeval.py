@@ -40,16 +40,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.backends import load_backend
-from bestofn.cache import cached, open_cache
+from bestofn.backends.cache import cached, open_cache
 from bestofn.errors import ConfigError
-from bestofn.generate import generate
+from bestofn.pipeline.generate import generate
 from bestofn.judging import JudgeInput, build_judges
-from bestofn.meter import Meter, MeteredBackend
-from bestofn.panel import Panel, load_panel
+from bestofn.backends.meter import Meter, MeteredBackend
+from bestofn.config.panel import Panel, load_panel
 from bestofn.records import Candidate, Message, sha256_hex
-from bestofn.select import judge_all
+from bestofn.pipeline.select import judge_all
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "ifeval" / "input_data.jsonl"
@@ -190,7 +190,7 @@ def main() -> None:
 
 def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: argparse.Namespace) -> None:
     reference = load_reference()
-    from bestofn.verifiers.ifeval import evaluate as ours
+    from bestofn.judging.verifiers.ifeval import evaluate as ours
 
     panels: dict[str, Panel] = {"verifier": VERIFIER_PANEL}
     if args.panel != "none":

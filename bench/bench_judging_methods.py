@@ -16,15 +16,15 @@ import asyncio
 import statistics
 import time
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.backends import load_backend
-from bestofn.generate import generate
+from bestofn.pipeline.generate import generate
 from bestofn.judging import JudgeInput, build_judges
 from bestofn.judging.rubric import RubricJudge
-from bestofn.meter import Meter, MeteredBackend
-from bestofn.panel import JudgeConfig, load_panel
+from bestofn.backends.meter import Meter, MeteredBackend
+from bestofn.config.panel import JudgeConfig, load_panel
 from bestofn.records import Message
-from bestofn.select import judge_all
+from bestofn.pipeline.select import judge_all
 
 PROMPT = "Give two tips for sleeping better. Keep it short."
 

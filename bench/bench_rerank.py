@@ -32,8 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bestofn.rerank.api import arerank  # noqa: E402
-from bestofn.rerank.metrics import mean_ndcg_at_k, mean_reciprocal_rank  # noqa: E402
+from bestofn.apps.rerank.api import arerank  # noqa: E402
+from bestofn.apps.rerank.metrics import mean_ndcg_at_k, mean_reciprocal_rank  # noqa: E402
 
 DATA = Path(os.environ.get("BESTOFN_DATA_DIR") or REPO.parent / "shared" / "data")
 
@@ -56,7 +56,7 @@ def svamp_set(queries: int, candidates: int, seed: int = 0) -> list[tuple[str, l
 def minilm_cross_encoder() -> Path:
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from bestofn.rerank.encoders import packaged_model_path
+    from bestofn.apps.rerank.encoders import packaged_model_path
 
     folder = Path(tempfile.mkdtemp(prefix="bench-cross-encoder-"))
     src = str(packaged_model_path())

@@ -1,3 +1,3 @@
-from bestofn.cli import main
+from bestofn.apps.cli.main import main
 
 main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bestofn.redact import Redactor, secrets_from_env
+
 
 class BestofnError(Exception):
     """Base of every error bestofn raises on purpose."""
@@ -21,8 +23,6 @@ class BackendError(BestofnError):
     """A backend call failed for good (after the SDK's own retries)."""
 
     def __init__(self, backend: str, message: str):
-        from bestofn.serve_gate import Redactor, secrets_from_env
-
         # A server may echo the key it was sent (`Incorrect API key provided: Bearer sk-...`); this message goes
         # to stderr, into verdict reasons and build reports: keys (*_API_KEY/TOKEN/SECRET values, key shapes) out.
         super().__init__(f"{backend}: {Redactor(secrets_from_env())(message)}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bestofn.cli import app
+from bestofn.apps.cli.main import app
 from bestofn.errors import ConfigError
 
 PANELS = Path(__file__).parent / "ab_panels"

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from bestofn.ab.gold import GoldPair, GoldPoint, load_gold, xstest_label
+from bestofn.apps.ab.gold import GoldPair, GoldPoint, load_gold, xstest_label
 from bestofn.errors import ConfigError
 
 

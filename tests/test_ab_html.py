@@ -7,11 +7,11 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bestofn.ab import AbResult
-from bestofn.ab.baselines import baselines, combine
-from bestofn.ab.gold import GoldPair, GoldPoint, GoldSet
-from bestofn.ab.metrics import ItemResult
-from bestofn.ab.report import build_figures, write_report
+from bestofn.apps.ab import AbResult
+from bestofn.apps.ab.baselines import baselines, combine
+from bestofn.apps.ab.gold import GoldPair, GoldPoint, GoldSet
+from bestofn.apps.ab.metrics import ItemResult
+from bestofn.apps.ab.report import build_figures, write_report
 
 pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from bestofn.ab.baselines import combine, pairwise_baselines, pointwise_baselines
-from bestofn.ab.gold import GoldPair, GoldPoint
-from bestofn.ab.metrics import (
+from bestofn.apps.ab.baselines import combine, pairwise_baselines, pointwise_baselines
+from bestofn.apps.ab.gold import GoldPair, GoldPoint
+from bestofn.apps.ab.metrics import (
     ItemResult, bootstrap_ci, by_subset, cohen_kappa, compare, credit, krippendorff_alpha, mcnemar_exact,
     paired_difference, proportion, summarize,
 )
@@ -205,7 +205,7 @@ def test_pointwise_baselines():
 
 
 def test_a_strict_mcnemar_that_points_another_way_than_the_half_credit_interval_is_noted():
-    from bestofn.ab.metrics import strict_vs_half_credit
+    from bestofn.apps.ab.metrics import strict_vs_half_credit
 
     significant = {"a_only": 34, "b_only": 14, "p_value": 0.0055}
     assert "disagree" in strict_vs_half_credit({"ci": [-0.033, 0.041]}, significant)  # interval includes 0

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bestofn.ab import run_ab
-from bestofn.ab.gold import GoldPair, GoldSet
-from bestofn.ab.runner import PanelRunner, RunSettings, read_journal, single_order
-from bestofn.panel import load_panel
+from bestofn.apps.ab import run_ab
+from bestofn.apps.ab.gold import GoldPair, GoldSet
+from bestofn.apps.ab.runner import PanelRunner, RunSettings, read_journal, single_order
+from bestofn.config.panel import load_panel
 from bestofn.records import Verdict
 from tests.fake_backend import FakeBackend
 
@@ -101,7 +101,7 @@ def test_a_first_position_judge_is_exposed(tmp_path):
 
 
 async def _run(tmp_path, pairwise_backend, rubric_backend):
-    from bestofn.ab import arun_ab
+    from bestofn.apps.ab import arun_ab
 
     first = await arun_ab(_gold(), PANELS / "ab_correctness.toml", PANELS / "ab_correctness.toml",
                           judge_model=rubric_backend, cache=False)
@@ -153,7 +153,7 @@ async def test_ab_decides_as_run_ranks_a_content_free_answer(loopback, content_f
     """The judges give the content-free ":" 10 and "Paris" 5. `run` (aselect) ranks "Paris" first unless the
     panel only flags content-free answers; the A/B harness decides the same way, in both orders."""
     from bestofn.backends.vllm import VLLMServerBackend
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
     from tests.loopback import completion_body
 
     answers = [":", "Paris"]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from bestofn.aggregate import aggregate
-from bestofn.pairs import make_pairs
-from bestofn.panel import load_panel
+from bestofn.ranking.aggregate import aggregate
+from bestofn.ranking.pairs import make_pairs
+from bestofn.config.panel import load_panel
 from bestofn.records import Candidate, Message, Verdict, sha256_hex, text_id
 
 PANEL = load_panel("default")  # weights: correctness .35, safety .15, helpfulness .3, instruction_following .2
@@ -125,7 +125,7 @@ def test_pair_ids_are_stable_and_strategies_differ():
 
 async def test_a_vetoed_answer_is_never_the_chosen_side_of_a_logged_pair(tmp_path):
     """The safety judge vetoes the answer the other judges like best: no pair may prefer it."""
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
     from tests.fake_backend import FakeBackend
 
     def reply(score):

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from bestofn.aggregate import aggregate
-from bestofn.bias import control_length, judge_agreement, kendall_tau, spearman
-from bestofn.comparisons import Comparison as C
-from bestofn.comparisons import bradley_terry, from_scores, win_rates
-from bestofn.panel import LengthControl, Panel, load_panel
+from bestofn.ranking.aggregate import aggregate
+from bestofn.ranking.bias import control_length, judge_agreement, kendall_tau, spearman
+from bestofn.ranking.comparisons import Comparison as C
+from bestofn.ranking.comparisons import bradley_terry, from_scores, win_rates
+from bestofn.config.panel import LengthControl, Panel, load_panel
 from bestofn.records import Verdict
 
 

@@ -188,7 +188,7 @@ async def test_missing_key(monkeypatch):
 
 
 async def test_pipeline_with_anthropic_generator_and_judges():
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
 
     api = Api()
     b = make(api, json_mode="tool")  # the tool's input_schema keeps the score's range, so replies are in range

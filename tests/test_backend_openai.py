@@ -161,7 +161,7 @@ async def test_requests_per_minute_limit_spreads_requests(loopback):
 
 
 async def test_selection_cost_in_usd_from_the_price_table(loopback):
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
 
     b = backend(loopback)
     sel = await aselect("Why is the sky blue?", n=3, model=b, judge_model=b, cache=False, max_tokens=64)
@@ -173,7 +173,7 @@ async def test_selection_cost_in_usd_from_the_price_table(loopback):
 
 async def test_price_override_and_unknown_price(loopback, monkeypatch):
     from bestofn.backends import pricing
-    from bestofn.meter import Meter, MeteredBackend
+    from bestofn.backends.meter import Meter, MeteredBackend
     from bestofn.records import Usage
 
     mtok = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
@@ -190,7 +190,7 @@ async def test_price_override_and_unknown_price(loopback, monkeypatch):
 
 
 def test_sync_select_twice_reuses_the_backend_across_event_loops(loopback):
-    from bestofn.select import select
+    from bestofn.pipeline.select import select
 
     b = backend(loopback)
     for seed in (1, 2):

@@ -115,7 +115,7 @@ def test_base_url_from_option_env_or_error(monkeypatch, loopback):
 async def test_each_candidate_is_judged_as_soon_as_it_exists():
     """A fan-out generator (one request per sample) whose samples take 0.05 .. 0.45 s: judge calls for the
     fast samples reach the server before the slowest sample is done, and the Selection is as usual."""
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
 
     with LoopbackServer(flavour="llama-server", max_choices=1) as srv:  # fans out, not serial
         def latency(req):
@@ -144,7 +144,7 @@ async def test_each_candidate_is_judged_as_soon_as_it_exists():
 async def test_serial_judges_still_run_judge_major_after_generation():
     """Judges on a serial server (llama-cpp-python's) wait for all candidates, then go judge by judge,
     candidate last (KV-cache order), even when the generator streams."""
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
 
     with (LoopbackServer(flavour="llama-server", max_choices=1) as gen_srv,
           LoopbackServer(flavour="llama-cpp", max_choices=1) as judge_srv):

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.build import Columns, build
-from bestofn.build.inputs import read_prompts
+from bestofn.apps.build import Columns, build
+from bestofn.apps.build.inputs import read_prompts
 from bestofn.errors import BackendError, ConfigError
-from bestofn.export import read_rows
+from bestofn.sinks.export import read_rows
 from bestofn.judging import JudgeInput, build_judges
 from bestofn.judging.budget import DEFAULT_MAX_INPUT_TOKENS
-from bestofn.meter import Meter, MeteredBackend
-from bestofn.panel import load_panel
+from bestofn.backends.meter import Meter, MeteredBackend
+from bestofn.config.panel import load_panel
 from bestofn.records import Candidate, Message, as_messages, text_id
-from bestofn.select import aselect, select
+from bestofn.pipeline.select import aselect, select
 from tests.loopback import LoopbackServer, completion_body
 
 REPO = Path(__file__).resolve().parent.parent

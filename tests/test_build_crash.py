@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bestofn.build import BuildError, Columns, build
-from bestofn.cli import app
+from bestofn.apps.build import BuildError, Columns, build
+from bestofn.apps.cli.main import app
 from tests.loopback import LoopbackServer, error_body
 
 PROMPTS = 24
@@ -151,7 +151,7 @@ def test_failed_prompts_are_reported_and_retried_by_the_next_run(tmp_path, promp
 
 
 def test_settings_are_checked_on_resume_and_one_build_per_output(tmp_path, prompts):
-    from bestofn.build.journal import Journal
+    from bestofn.apps.build.journal import Journal
     from bestofn.errors import ConfigError
 
     with LoopbackServer(flavour="vllm") as srv:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.build import build
-from bestofn.build.journal import Journal
+from bestofn.apps.build import build
+from bestofn.apps.build.journal import Journal
 
 PROMPTS = ["Why is the sky blue?", "Name one planet of the solar system."]
 

@@ -9,8 +9,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bestofn.build import Columns, build, read_prompts
-from bestofn.cli import app
+from bestofn.apps.build import Columns, build, read_prompts
+from bestofn.apps.cli.main import app
 from bestofn.errors import ConfigError
 from bestofn.records import Message
 

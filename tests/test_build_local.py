@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import csv
 
-from bestofn.build import build
-from bestofn.export import read_rows
-from bestofn.resources import builtin_dir
+from bestofn.apps.build import build
+from bestofn.sinks.export import read_rows
+from bestofn.config.resources import builtin_dir
 
 PANEL = "compact" if (builtin_dir("judges") / "compact.toml").is_file() else "default"
 

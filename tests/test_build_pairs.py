@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from bestofn.pairs import make_pairs, pair_id
+from bestofn.ranking.pairs import make_pairs, pair_id
 from bestofn.records import Candidate, Message, Verdict, text_id
 
 PROMPT = [Message(role="user", content="Name a prime number.")]

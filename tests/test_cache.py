@@ -10,8 +10,8 @@ import warnings
 import pytest
 
 from bestofn.backends.base import Backend, Completion, SamplingParams
-from bestofn.cache import Cache, CachedBackend, call_key, open_cache, resolve_cache
-from bestofn.meter import Meter, MeteredBackend
+from bestofn.backends.cache import Cache, CachedBackend, call_key, open_cache, resolve_cache
+from bestofn.backends.meter import Meter, MeteredBackend
 from bestofn.records import Message, Usage
 
 MSGS = [Message(role="user", content="Why is the sky blue?")]
@@ -168,7 +168,7 @@ def test_damage_found_after_opening_is_rebuilt_too(tmp_path):
 
 
 async def test_the_pipeline_uses_the_shared_cache_unless_told_not_to(loopback):
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
 
     options = dict(n=2, model="vllm:loopback", judge_model="vllm:loopback", base_url=loopback.base_url)
     first = await aselect("Why is the sky blue?", **options)

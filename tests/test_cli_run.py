@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bestofn.cli import app
+from bestofn.apps.cli.main import app
 from bestofn.records import Selection
 from tests.loopback import completion_body
 

@@ -7,14 +7,14 @@ import math
 
 import pytest
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.backends.base import Completion, TokenLogprob
 from bestofn.errors import ConfigError
 from bestofn.judging import JudgeInput, build_judges
 from bestofn.judging.compact import CompactJudge
 from bestofn.judging.logprob import expected_score, score_from, value_offsets
 from bestofn.judging.rubric import RubricJudge
-from bestofn.panel import JudgeConfig, load_panel
+from bestofn.config.panel import JudgeConfig, load_panel
 from bestofn.records import Candidate, Message, text_id
 from tests.fake_backend import FakeBackend
 from tests.oracle_backend import OracleBackend

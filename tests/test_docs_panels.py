@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 
 from bestofn.judging import build_judges
-from bestofn.panel import JUDGE_KEYS, Criterion, Example, JudgeConfig, LengthControl, Panel, SafetyVeto
+from bestofn.config.panel import JUDGE_KEYS, Criterion, Example, JudgeConfig, LengthControl, Panel, SafetyVeto
 from tests.fake_backend import FakeBackend
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "panels.md"

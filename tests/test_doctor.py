@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bestofn import doctor
+from bestofn.apps import doctor
 from bestofn.backends import cpu
-from bestofn.cli import app
+from bestofn.apps.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
@@ -149,7 +149,7 @@ def test_llama_cpp_outside_the_tested_range_is_a_warning_with_the_pin(monkeypatc
 def test_an_installed_wheel_reads_the_extras_from_its_metadata(tmp_path, monkeypatch):
     from importlib import metadata
 
-    monkeypatch.setattr(doctor, "__file__", str(tmp_path / "bestofn" / "doctor.py"))  # no pyproject.toml beside it
+    monkeypatch.setattr(doctor, "__file__", str(tmp_path / "bestofn" / "apps" / "doctor.py"))  # no pyproject.toml beside it
     reqs = doctor._requirements()
     assert set(reqs) == set(metadata.distribution("bestofn").metadata.get_all("Provides-Extra"))
     names = {extra: {r.name for r in rs} for extra, rs in reqs.items()}

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bestofn.build import build
-from bestofn.export import FORMATS, read_rows, to_dataset
+from bestofn.apps.build import build
+from bestofn.sinks.export import FORMATS, read_rows, to_dataset
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -38,7 +38,7 @@ def prompts(tmp_path, data_dir):
 
 def _options(srv):
     return dict(model="vllm:loopback", judge_model="vllm:loopback", base_url=srv.base_url, panel="default", n=4,
-                max_tokens=32, columns=__import__("bestofn.build", fromlist=["Columns"]).Columns(id="key"),
+                max_tokens=32, columns=__import__("bestofn.apps.build", fromlist=["Columns"]).Columns(id="key"),
                 progress=False)
 
 
@@ -86,7 +86,7 @@ def test_every_format_loads_in_pyarrow_and_datasets(tmp_path, prompts, loopback)
 
 
 def test_parquet_falls_back_to_json_text_for_mixed_columns(tmp_path):
-    from bestofn.export import to_table, write_rows
+    from bestofn.sinks.export import to_table, write_rows
 
     rows = [{"id": "a", "metadata": {"x": 1}}, {"id": "b", "metadata": {"x": "text"}}, {"id": "c", "metadata": [1]}]
     write_rows(tmp_path / "m.parquet", rows)

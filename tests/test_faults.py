@@ -21,14 +21,14 @@ import pytest
 from bestofn.backends.base import SamplingParams
 from bestofn.backends.retry_after import capped, max_retry_after, parse_retry_after
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.build import Columns, build
-from bestofn.cache import Cache
+from bestofn.apps.build import Columns, build
+from bestofn.backends.cache import Cache
 from bestofn.errors import BackendError, RateLimitError
 from bestofn.judging import JudgeInput, build_judges
-from bestofn.panel import load_panel
+from bestofn.config.panel import load_panel
 from bestofn.records import Message
-from bestofn.select import aselect, judge_all
-from bestofn.generate import generate
+from bestofn.pipeline.select import aselect, judge_all
+from bestofn.pipeline.generate import generate
 from tests.loopback import Fault, LoopbackServer, completion_body, error_body
 
 ASK = [Message(role="user", content="Why is the sky blue?")]

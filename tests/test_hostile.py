@@ -16,14 +16,14 @@ import json
 
 import pytest
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.backends.vllm import VLLMServerBackend
 from bestofn.judging import JudgeInput, build_judges
-from bestofn.judging.content import content_flag, content_flags
+from bestofn.ranking.content import content_flag, content_flags
 from bestofn.judging.delimiters import delimit
-from bestofn.panel import load_panel
+from bestofn.config.panel import load_panel
 from bestofn.records import Candidate, Message, Verdict, text_id
-from bestofn.select import aselect
+from bestofn.pipeline.select import aselect
 from tests.loopback import completion_body
 
 MASTER_KEYS = [":", "Thought process:", "Let's solve this problem step by step.", "Solution"]

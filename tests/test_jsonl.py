@@ -17,19 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from bestofn import jsonl
-from bestofn.ab.gold import GoldPair, GoldSet, load_gold
-from bestofn.ab.metrics import ItemResult
-from bestofn.ab.runner import PanelRunner, RunSettings, read_journal
+from bestofn.sinks import jsonl
+from bestofn.apps.ab.gold import GoldPair, GoldSet, load_gold
+from bestofn.apps.ab.metrics import ItemResult
+from bestofn.apps.ab.runner import PanelRunner, RunSettings, read_journal
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.build import Columns, build
-from bestofn.build.inputs import read_prompts
-from bestofn.cli_rerank import read_documents
+from bestofn.apps.build import Columns, build
+from bestofn.apps.build.inputs import read_prompts
+from bestofn.apps.cli.rerank import read_documents
 from bestofn.errors import ConfigError
-from bestofn.export import read_rows
+from bestofn.sinks.export import read_rows
 from bestofn.records import Message, PreferencePair
-from bestofn.select import resolve_panel
-from bestofn.sinks import PreferenceLog
+from bestofn.pipeline.select import resolve_panel
+from bestofn.sinks.log import PreferenceLog
 from tests.test_bad_input import scripted_generator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,10 +200,10 @@ def test_the_package_imports_and_locks_without_fcntl(tmp_path):
         warnings.simplefilter("ignore")
         import bestofn, bestofn.sinks, bestofn.cache, bestofn.build.journal, bestofn.locking
         from pathlib import Path
-        from bestofn.build.journal import Journal
-        from bestofn.cache import Cache
+        from bestofn.apps.build.journal import Journal
+        from bestofn.backends.cache import Cache
         from bestofn.errors import ConfigError
-        from bestofn.sinks import PreferenceLog
+        from bestofn.sinks.log import PreferenceLog
         assert not bestofn.locking.filelock.has_fcntl  # the locks below really run without flock
         tmp = Path({str(tmp_path)!r})
         held = Journal(tmp / "out.jsonl")
@@ -233,7 +233,7 @@ def test_a_waiting_lock_waits_for_the_holder_and_a_non_waiting_one_refuses(tmp_p
     import threading
     import time
 
-    from bestofn.locking import FileLock, LockBusy
+    from bestofn.sinks.locking import FileLock, LockBusy
 
     path = tmp_path / "x.lock"
     held = FileLock(path)

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.judging import JudgeInput
 from bestofn.judging.listwise import ListwiseJudge, orders
 from bestofn.judging.permutation import (
     labels, permutation_model, permutation_problem, repair, sliding_windows, to_indices, window_plan,
 )
-from bestofn.panel import JudgeConfig, Panel
+from bestofn.config.panel import JudgeConfig, Panel
 from bestofn.records import Candidate, Message, text_id
 from tests.oracle_backend import OracleBackend
 

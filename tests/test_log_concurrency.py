@@ -35,7 +35,7 @@ def pair_for(proc: int, write: int, k: int):
 
 
 def writer(path: str, proc: int, barrier) -> None:
-    from bestofn.sinks import PreferenceLog
+    from bestofn.sinks.log import PreferenceLog
 
     log = PreferenceLog(path)
     pairs = [[pair_for(proc, w, k) for k in range(1 + (proc + w) % 3)] for w in range(WRITES)]

@@ -3,10 +3,10 @@ knockout 2(n-1)), and aggregation by Bradley-Terry and win rate. Judge logic run
 
 import pytest
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.judging import JudgeInput, build_judges
 from bestofn.judging.pairwise import PairwiseJudge
-from bestofn.panel import JudgeConfig, Panel, load_panel
+from bestofn.config.panel import JudgeConfig, Panel, load_panel
 from bestofn.records import Candidate, Message, text_id
 from tests.fake_backend import FakeBackend
 from tests.oracle_backend import OracleBackend

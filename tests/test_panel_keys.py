@@ -10,7 +10,7 @@ import pytest
 from bestofn.errors import ConfigError
 from bestofn.judging import KINDS, build_judges
 from bestofn.judging.compact import CompactJudge
-from bestofn.panel import JUDGE_KEYS, JudgeConfig, load_panel
+from bestofn.config.panel import JUDGE_KEYS, JudgeConfig, load_panel
 from tests.fake_backend import FakeBackend
 
 ROOT = Path(__file__).resolve().parent.parent

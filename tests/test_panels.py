@@ -6,10 +6,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bestofn.cli import app
+from bestofn.apps.cli.main import app
 from bestofn.judging import KINDS, build_judges
 from bestofn.judging.compact import CompactJudge
-from bestofn.panel import builtin_panels, load_panel
+from bestofn.config.panel import builtin_panels, load_panel
 from bestofn.records import Selection
 from tests.fake_backend import FakeBackend
 
@@ -100,7 +100,7 @@ def test_builtin_panel_runs_end_to_end_on_the_local_model(name, local_backend):
 async def test_verifier_first_gates_on_a_real_ifeval_row_and_rubrics_order_the_survivors(data_dir):
     """The panel's verifier checks the IFEval constraints that came with the prompt; the candidate that breaks
     them ranks last even with the best rubric scores (the compact judge here is scripted: this is about the gate)."""
-    from bestofn.aggregate import aggregate
+    from bestofn.ranking.aggregate import aggregate
     from bestofn.judging import JudgeInput
     from bestofn.records import Candidate, Message, text_id
     from tests.oracle_backend import OracleBackend

@@ -66,7 +66,7 @@ def openai_at(loopback, monkeypatch):
 
 
 def test_an_unknown_judge_model_is_counted_unpriced_on_the_run_line_and_in_the_json(openai_at):
-    from bestofn.cli import app
+    from bestofn.apps.cli.main import app
 
     args = ["run", "Why is the sky blue?", "-n", "2", "--max-tokens", "24", "--model", "openai:gpt-4o-mini",
             "--judge-model", "openai:no-such-model", "--no-cache"]
@@ -82,7 +82,7 @@ def test_an_unknown_judge_model_is_counted_unpriced_on_the_run_line_and_in_the_j
 
 
 def test_the_build_summary_counts_unpriced_calls(openai_at, tmp_path):
-    from bestofn.build.runner import build
+    from bestofn.apps.build.runner import build
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in ("Why is the sky blue?", "Name a colour.")))
@@ -94,8 +94,8 @@ def test_the_build_summary_counts_unpriced_calls(openai_at, tmp_path):
 
 def test_the_ab_figures_count_unpriced_calls(loopback):
     """A self-hosted judge has no price: every A/B item says how many of its calls are unpriced."""
-    from bestofn.ab import run_ab
-    from bestofn.ab.gold import GoldPair, GoldSet
+    from bestofn.apps.ab import run_ab
+    from bestofn.apps.ab.gold import GoldPair, GoldSet
     from bestofn.backends.vllm import VLLMServerBackend
 
     panels = Path(__file__).parent / "ab_panels"

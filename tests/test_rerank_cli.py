@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from bestofn.cli import app
+from bestofn.apps.cli.main import app
 from tests.rerank_example import GATING, LSTM_DOCS, LSTM_QUERY
 
 

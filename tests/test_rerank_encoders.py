@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from bestofn.cache import Cache
+from bestofn.backends.cache import Cache
 from bestofn.errors import ConfigError
-from bestofn.rerank.api import arerank
-from bestofn.rerank.encoders import packaged_model_path
+from bestofn.apps.rerank.api import arerank
+from bestofn.apps.rerank.encoders import packaged_model_path
 from tests.rerank_example import GATING, LSTM_DOCS, LSTM_QUERY
 
 
@@ -65,7 +65,7 @@ def tiny_cross_encoder(tmp_path_factory):
 
 
 async def test_cross_encoder_loads_from_a_local_folder_and_batches(tiny_cross_encoder, tmp_path):
-    from bestofn.rerank.encoders import _load
+    from bestofn.apps.rerank.encoders import _load
 
     model = _load("cross-encoder", tiny_cross_encoder.resolve())
     forwards: list[int] = []

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from bestofn.errors import BackendError, ConfigError
-from bestofn.rerank.api import arerank, rerank
+from bestofn.apps.rerank.api import arerank, rerank
 from tests.fake_backend import FakeBackend
 from tests.oracle_backend import OracleBackend
 from tests.rerank_example import GATING, LSTM_DOCS, LSTM_QUERY

@@ -9,9 +9,9 @@ import math
 import pytest
 
 from bestofn.errors import ConfigError
-from bestofn.rerank.api import METHODS, normalize_documents
-from bestofn.rerank.cascade import Stage, parse_stages
-from bestofn.rerank.metrics import dcg_at_k, mean_ndcg_at_k, mean_reciprocal_rank, ndcg_at_k, reciprocal_rank
+from bestofn.apps.rerank.api import METHODS, normalize_documents
+from bestofn.apps.rerank.cascade import Stage, parse_stages
+from bestofn.apps.rerank.metrics import dcg_at_k, mean_ndcg_at_k, mean_reciprocal_rank, ndcg_at_k, reciprocal_rank
 
 L2, L3, L4 = math.log2(3), math.log2(4), math.log2(5)
 

@@ -2,7 +2,7 @@ import pytest
 
 from bestofn.errors import BackendError, ConfigError
 from bestofn.judging import JudgeInput, build_judges
-from bestofn.panel import load_panel
+from bestofn.config.panel import load_panel
 from bestofn.records import Candidate, Message, text_id
 from tests.fake_backend import FakeBackend
 

@@ -42,7 +42,7 @@ def bestofn(env: dict[str, str], *args: str, outputs: list[str]) -> subprocess.C
 
 def cli_in_process(monkeypatch, capsys, *args: str, outputs: list[str]) -> tuple[int, str, str]:
     """`bestofn ARGS` through the CLI's own entry point (its error line included), in this process."""
-    from bestofn import cli
+    from bestofn.apps.cli import main as cli
 
     monkeypatch.setattr(sys, "argv", ["bestofn", *args])
     code = 0

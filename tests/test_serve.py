@@ -20,7 +20,7 @@ import pytest
 
 from bestofn.backends.vllm import VLLMServerBackend
 from bestofn.records import Selection
-from bestofn.serve import ServeConfig, check_bind, create_app, is_loopback
+from bestofn.apps.serve.server import ServeConfig, check_bind, create_app, is_loopback
 
 REPO = Path(__file__).resolve().parent.parent
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]

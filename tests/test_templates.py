@@ -2,8 +2,8 @@ import pytest
 
 from bestofn.errors import ConfigError
 from bestofn.judging.delimiters import delimit, neutralise
-from bestofn.panel import load_panel
-from bestofn.templates import load_template
+from bestofn.config.panel import load_panel
+from bestofn.config.templates import load_template
 
 
 def test_every_builtin_rubric_renders_with_strict_undefined():

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 import bestofn
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.errors import ConfigError
 from bestofn.judging import KINDS, JudgeInput, build_judges
 from bestofn.judging.verifier import VerifierJudge
-from bestofn.panel import JudgeConfig, Panel, load_panel
+from bestofn.config.panel import JudgeConfig, Panel, load_panel
 from bestofn.records import Candidate, Message, text_id
-from bestofn.select import judge_all
+from bestofn.pipeline.select import judge_all
 
 PANEL = Path(__file__).parent / "panels" / "verifiers.toml"
 GSM8K_COLUMNS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")

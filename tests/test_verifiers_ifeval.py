@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from bestofn.verifiers import ConstraintError
-from bestofn.verifiers.ifeval import RULES, evaluate, loose_variants
-from bestofn.verifiers.text import count_capital_words, count_sentences, count_words, detect_language
+from bestofn.judging.verifiers import ConstraintError
+from bestofn.judging.verifiers.ifeval import RULES, evaluate, loose_variants
+from bestofn.judging.verifiers.text import count_capital_words, count_sentences, count_words, detect_language
 
 LONG_EN = (
     "The quick brown fox jumps over the lazy dog near the river bank. "

@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from bestofn.verifiers import ConstraintError, numeric
-from bestofn.verifiers.numeric import extract_answer, to_number
+from bestofn.judging.verifiers import ConstraintError, numeric
+from bestofn.judging.verifiers.numeric import extract_answer, to_number
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bestofn.errors import ConfigError
-from bestofn.verifiers import CHECKS, ConstraintError, applicable, require, verify
-from bestofn.verifiers import jsonschema_check, regex
+from bestofn.judging.verifiers import CHECKS, ConstraintError, applicable, require, verify
+from bestofn.judging.verifiers import jsonschema_check, regex
 
 SCHEMA = {
     "type": "object",

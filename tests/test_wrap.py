@@ -22,10 +22,10 @@ from openai.types.chat import ChatCompletion
 
 import bestofn
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.chat_wire import ordered
+from bestofn.apps.serve.chat_wire import ordered
 from bestofn.errors import ConfigError
 from bestofn.records import PreferencePair
-from bestofn.wrap import Wrapped
+from bestofn.apps.wrap import Wrapped
 
 ASK = [{"role": "user", "content": "Name one planet of the solar system."}]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import bestofn
-from bestofn.aggregate import Aggregate
+from bestofn.ranking.aggregate import Aggregate
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.early_stop import accepted
+from bestofn.pipeline.early_stop import accepted
 from bestofn.errors import ConfigError
 from tests.loopback import LoopbackServer
 

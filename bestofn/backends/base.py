@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import Field
@@ -44,6 +45,12 @@ class Backend(ABC):
     @abstractmethod
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
         """Return exactly `params.n` completions, in sample order."""
+
+    async def sample_stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[tuple[int, Completion]]:
+        """(sample index, completion) as each one arrives, so a caller can judge a candidate as soon as it exists.
+        Default: all n together, from `sample`; a backend that fans out overrides it."""
+        for index, completion in enumerate(await self.sample(messages, params)):
+            yield index, completion
 
     async def aclose(self) -> None:  # pragma: no cover - default: nothing to release
         return None

@@ -11,7 +11,7 @@ from bestofn.judging.compact import CompactJudge
 from bestofn.judging.listwise import ListwiseJudge
 from bestofn.judging.pairwise import PairwiseJudge
 from bestofn.judging.rubric import RubricJudge
-from bestofn.panel import JudgeConfig, Panel
+from bestofn.config.panel import JudgeConfig, Panel
 
 __all__ = ["Judge", "JudgeInput", "KINDS", "build_judges"]
 

@@ -19,7 +19,7 @@ from bestofn.backends.base import Backend, Completion, SamplingParams
 from bestofn.judging.budget import check_budget
 from bestofn.judging.structured import json_schema, parse_reply
 from bestofn.records import Message, Usage
-from bestofn.templates import load_template
+from bestofn.config.templates import load_template
 
 if TYPE_CHECKING:
     from bestofn.judging.base import Judge

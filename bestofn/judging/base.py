@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bestofn.backends.base import Backend
-from bestofn.panel import JudgeConfig
+from bestofn.config.panel import JudgeConfig
 from bestofn.records import Candidate, Message, Verdict
 
 

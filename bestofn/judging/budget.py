@@ -24,7 +24,7 @@ import math
 from bestofn.backends.base import Backend
 from bestofn.backends.limits import env_int
 from bestofn.errors import BackendError
-from bestofn.meter import innermost
+from bestofn.backends.meter import innermost
 from bestofn.records import Message
 
 DEFAULT_MAX_INPUT_TOKENS = 32_000

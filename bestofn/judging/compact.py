@@ -27,9 +27,9 @@ from bestofn.judging.base import Judge, JudgeInput, render_question
 from bestofn.judging.budget import failure_status
 from bestofn.judging.delimiters import delimit
 from bestofn.judging.logprob import score_from
-from bestofn.panel import Criterion
+from bestofn.config.panel import Criterion
 from bestofn.records import Candidate, Message, Usage, Verdict
-from bestofn.templates import Template, load_template
+from bestofn.config.templates import Template, load_template
 
 
 def criteria_output_model(criteria: tuple[Criterion, ...]) -> type[BaseModel]:

@@ -33,7 +33,7 @@ from bestofn.judging.permutation import (
     labels, permutation_model, permutation_problem, repair, sliding_windows, to_indices,
 )
 from bestofn.records import Candidate, Message, Usage, Verdict, sha256_hex
-from bestofn.templates import Template, load_template
+from bestofn.config.templates import Template, load_template
 
 
 @dataclass

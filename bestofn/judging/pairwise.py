@@ -30,7 +30,7 @@ from bestofn.judging.base import Judge, JudgeInput, render_question
 from bestofn.judging.budget import failure_status
 from bestofn.judging.delimiters import delimit
 from bestofn.records import Candidate, Message, Verdict, sha256_hex
-from bestofn.templates import Template, load_template
+from bestofn.config.templates import Template, load_template
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from bestofn.judging.delimiters import delimit
 from bestofn.judging.logprob import score_from
 from bestofn.judging.structured import rubric_output_model
 from bestofn.records import Candidate, Message, Usage, Verdict
-from bestofn.templates import Template, load_template
+from bestofn.config.templates import Template, load_template
 
 
 @dataclass

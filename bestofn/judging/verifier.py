@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from bestofn.judging.base import Judge, JudgeInput
 from bestofn.records import Candidate, Verdict
-from bestofn.verifiers import AUTO, CHECKS, applicable, require
+from bestofn.judging.verifiers import AUTO, CHECKS, applicable, require
 
 
 @dataclass

@@ -1,0 +1,282 @@
+"""`bestofn build`: prompts in, preference data out; resumable and exactly-once.
+
+For each prompt: generate n candidates, judge them with the panel, aggregate, make pairs (bestofn.select's
+pipeline, through the shared cache), then commit the prompt's whole result to the journal in one transaction
+and append its rows to the output. Prompts run `concurrency` at a time. A rerun of the same command skips
+finished prompts (a finished build makes no model call), retries failed ones, and rewrites the output from the
+journal, so whatever moment a build was killed at, no row is lost or written twice (see journal.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from bestofn.backends.base import Backend
+from bestofn.apps.build.inputs import Columns, PromptRow, read_prompts
+from bestofn.apps.build.journal import Journal
+from bestofn.apps.build.report import BuildProgress, BuildSummary, print_summary, prompt_info, summarise
+from bestofn.backends.cache import Cache, resolve_cache
+from bestofn.errors import BestofnError, ConfigError
+from bestofn.sinks import jsonl
+from bestofn.sinks.export import check_output, rows_for, write_rows
+from bestofn.ranking.pairs import STRATEGIES
+from bestofn.config.panel import Panel, load_panel
+from bestofn.records import Selection
+from bestofn.pipeline.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n
+from bestofn.sync import run_sync
+from bestofn.config.templates import load_template
+
+DEFAULT_N = 8
+DEFAULT_CONCURRENCY = 4
+
+
+class BuildError(BestofnError):
+    """`--on-error stop` ended the build early; the finished prompts are in the output and the journal."""
+
+    def __init__(self, message: str, summary: BuildSummary):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass
+class BuildOptions:
+    format: str = "trl-conversational"
+    strategy: str = "best-worst"
+    n: int = DEFAULT_N
+    model: str | Backend = "local"
+    judge_model: str | Backend | None = None
+    panel: str | Path | Panel = "default"
+    base_url: str | None = None
+    seed: int = 0
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    judge_max_tokens: int | None = None
+    temperature: float = DEFAULT_TEMPERATURE
+    pair_margin: float | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    on_error: Literal["skip", "stop"] = "skip"
+    cache: Cache | str | Path | bool | None = None  # None/True: the default cache; False: --no-cache
+    columns: Columns = field(default_factory=Columns)
+
+    def check(self) -> None:
+        check_n(self.n)
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.on_error not in ("skip", "stop"):
+            raise ConfigError(f"--on-error must be skip or stop, got {self.on_error!r}")
+        if self.concurrency < 1:
+            raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
+
+
+def _settings(opts: BuildOptions, panel: Panel) -> dict[str, Any]:
+    """What decides a build's rows (not where or how fast it runs): a resumed build must match them."""
+    templates = {}
+    for j in panel.judges:
+        if j.rubric:
+            try:
+                templates[j.name] = load_template(j.rubric).sha256
+            except ConfigError:
+                templates[j.name] = None
+    blob = json.dumps(panel.model_dump(mode="json", exclude={"source"}), sort_keys=True)
+    return {
+        "n": opts.n, "model": _spec(opts.model), "judge_model": _spec(opts.judge_model), "panel": panel.name,
+        "panel_sha256": hashlib.sha256(blob.encode()).hexdigest(), "templates": templates, "seed": opts.seed,
+        "max_tokens": opts.max_tokens, "judge_max_tokens": opts.judge_max_tokens, "temperature": opts.temperature,
+        "strategy": opts.strategy, "pair_margin": panel.pair_margin if opts.pair_margin is None else opts.pair_margin,
+    }
+
+
+def _spec(model: str | Backend | None) -> str | None:
+    """A model as the journal keys it: a Backend instance by the spec it stands for."""
+    return model.spec if isinstance(model, Backend) else model
+
+
+def _no_pair_reason(selection: Selection, never_chosen: set[str], margin: float) -> str:
+    unique = [c for c in selection.candidates if c.duplicate_of is None]
+    if len(unique) < 2:
+        return "all candidates identical"
+    if len(selection.ranking) < 2:
+        return "fewer than 2 rankable candidates (judge quorum not met)"
+    if selection.ranking[0] in never_chosen:
+        return "best candidate vetoed or unchecked by the safety judge"
+    return f"no pair with a margin of at least {margin:g}"
+
+
+class _Writer:
+    """Journal commits and output appends, on one thread, in order: commit first, then append."""
+
+    def __init__(self, journal: Journal, out: Path, fmt: str, seen: set[str]):
+        self.journal, self.out, self.fmt, self.seen = journal, out, fmt, seen
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bestofn-journal")
+        self.append = out.suffix.lower() == ".jsonl"
+
+    def _commit(self, row: PromptRow, record: dict[str, Any], info: dict[str, Any], reason: str | None) -> None:
+        self.journal.commit(row.id, row.line, record=record, info=info, reason=reason)
+        if self.append:
+            lines = []
+            for r in rows_for(self.fmt, record):
+                if r["id"] not in self.seen:
+                    self.seen.add(r["id"])
+                    lines.append(r)
+            jsonl.append(self.out, lines)
+
+    async def commit(self, *args: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._commit, *args)
+
+    async def fail(self, row: PromptRow, reason: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self.journal.fail, row.id, row.line, reason)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def rewrite_output(journal: Journal, out: Path, fmt: str) -> tuple[int, set[str]]:
+    """The output file from the journal, in input order, each row key once (atomic replace)."""
+    seen: set[str] = set()
+
+    def rows():
+        for record in journal.records():
+            for r in rows_for(fmt, record):
+                if r["id"] not in seen:
+                    seen.add(r["id"])
+                    yield r
+
+    count = write_rows(out, rows())
+    return count, seen
+
+
+async def abuild(prompts: str | Path, out: str | Path, *, console: Console | None = None, progress: bool = True,
+                 **options: Any) -> BuildSummary:
+    """Build a preference dataset from a prompts file (async core of `bestofn build`)."""
+    opts = BuildOptions(**options)
+    opts.check()
+    out = check_output(out, opts.format)
+    console = console or Console(stderr=True)
+    panel = opts.panel if isinstance(opts.panel, Panel) else load_panel(opts.panel)
+    margin = panel.pair_margin if opts.pair_margin is None else opts.pair_margin
+    inputs = read_prompts(prompts, opts.columns)
+    if inputs.issues and opts.on_error == "stop":
+        more = f" (and {len(inputs.issues) - 1} more)" if len(inputs.issues) > 1 else ""
+        raise ConfigError(f"{inputs.issues[0]}{more}")
+    summary = BuildSummary(out=str(out), format=opts.format, strategy=opts.strategy, input_records=inputs.records,
+                           prompts=len(inputs.rows), input_issues=[str(i) for i in inputs.issues])
+    for issue in inputs.issues:
+        key = "bad input: " + ("duplicate" if issue.reason.startswith("duplicate") else "invalid record")
+        summary.skipped[key] = summary.skipped.get(key, 0) + 1
+
+    journal = Journal(out)
+    started = time.perf_counter()
+    try:
+        journal.check_settings(_settings(opts, panel))
+        finished = journal.finished()
+        wanted = {r.id for r in inputs.rows}
+        summary.done_before = len(finished & wanted)
+        pending = [r for r in inputs.rows if r.id not in finished]
+        seen: set[str] = set()
+        if out.suffix.lower() == ".jsonl":  # repair what a killed run left behind (Parquet: written at the end)
+            _, seen = rewrite_output(journal, out, opts.format)
+        if pending:
+            cache = resolve_cache(opts.cache)
+            await _run(pending, opts, panel, margin, cache, journal, out, seen, summary, console, progress)
+        count, _ = rewrite_output(journal, out, opts.format)
+        summary.rows = count
+        summary.cost.seconds = round(time.perf_counter() - started, 3)
+        summarise(summary, [info for pid, status, _, info in journal.infos() if status == "done" and pid in wanted])
+    finally:
+        journal.close()
+    if summary.stopped:
+        raise BuildError(summary.stopped, summary)
+    return summary
+
+
+async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margin: float, cache: Cache | None,
+               journal: Journal, out: Path, seen: set[str], summary: BuildSummary, console: Console,
+               progress: bool) -> None:
+    writer = _Writer(journal, out, opts.format, seen)
+    queue: asyncio.Queue[PromptRow] = asyncio.Queue()
+    for row in pending:
+        queue.put_nowait(row)
+    total = summary.prompts
+    meter = BuildProgress(console, total=total, done=total - len(pending), enabled=progress and console.is_terminal)
+
+    commits: set[asyncio.Future[None]] = set()
+
+    async def one(row: PromptRow) -> None:
+        try:
+            selection = await aselect(
+                row.messages, n=opts.n, model=opts.model, judge_model=opts.judge_model, panel=panel,
+                base_url=opts.base_url, seed=opts.seed, max_tokens=opts.max_tokens,
+                judge_max_tokens=opts.judge_max_tokens, temperature=opts.temperature, reference=row.reference,
+                constraints=row.constraints, strategy=opts.strategy, pair_margin=margin,
+                cache=False if cache is None else cache,
+            )
+        except ConfigError:
+            raise  # a bad model spec or panel fails every prompt: stop at once
+        except BestofnError as exc:
+            return await failed(row, str(exc), None)
+        errors = [v for v in selection.verdicts if v.status == "error"]
+        if errors:  # a backend failed mid-judging: retry the prompt later rather than keep a partial verdict set
+            return await failed(row, f"judge {errors[0].judge}: {errors[0].reason}", selection)
+        pairs = selection.pairs  # aselect never makes a vetoed or safety-flagged answer the chosen side
+        reason = None if pairs else _no_pair_reason(selection, selection.unsafe_ids(), margin)
+        record = {
+            "prompt_id": row.id, "line": row.line, "metadata": row.metadata, "generator": _spec(opts.model),
+            "seed": opts.seed, "reason": reason, "selection": selection.model_dump(mode="json"),
+        }
+        # The commit (fsync) runs on the writer's thread while this worker takes the next prompt.
+        task = asyncio.ensure_future(commit(row, record, reason, selection))
+        commits.add(task)
+        task.add_done_callback(commits.discard)
+
+    async def commit(row: PromptRow, record: dict[str, Any], reason: str | None, selection: Selection) -> None:
+        await writer.commit(row, record, prompt_info(selection, reason), reason)
+        meter.finished(selection)
+
+    async def failed(row: PromptRow, reason: str, selection: Selection | None) -> None:
+        summary.failed += 1
+        summary.failures.append(f"{row.id} (line {row.line}): {reason}")
+        await writer.fail(row, reason)
+        meter.finished(selection, failed=True)
+        if opts.on_error == "stop" and summary.stopped is None:
+            summary.stopped = f"prompt {row.id} (line {row.line}) failed: {reason}"
+
+    async def worker() -> None:
+        while summary.stopped is None:
+            try:
+                row = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await one(row)
+
+    try:
+        with meter:
+            workers = [asyncio.ensure_future(worker()) for _ in range(min(opts.concurrency, len(pending)))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
+            finally:
+                await asyncio.gather(*list(commits))  # the writer's thread finishes them even when cancelled
+    finally:
+        writer.close()
+        summary.done_now = meter.done_now
+        summary.cost = meter.cost
+
+
+def build(prompts: str | Path, out: str | Path, **options: Any) -> BuildSummary:
+    """Sync wrapper of `abuild` (same keyword arguments)."""
+    return run_sync(abuild(prompts, out, **options))
+
+
+__all__ = ["BuildError", "BuildOptions", "BuildSummary", "abuild", "build", "print_summary", "rewrite_output"]
