@@ -25,12 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# `python -m llama_cpp.server`, with its models made by the local backend's Llama class, so that the server loads
+# them as bestofn does: without llama.cpp's extra buffer types unless BESTOFN_LOCAL_EXTRA_BUFFERS=on (AMX hosts
+# crash in that path otherwise). llama_cpp.server.model makes each model as `llama_cpp.Llama(...)`.
+SERVER = ("import runpy, llama_cpp; from bestofn.backends.local import llama_class; llama_cpp.Llama = llama_class(); "
+          "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
+
+
 @pytest.fixture(scope="session")
 def llama_server():
     from bestofn.backends.local import default_model_path
 
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--model_alias", "smol",
+    cmd = [sys.executable, "-c", SERVER, "--model", str(default_model_path()), "--model_alias", "smol",
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False",
            # one thread: on a busy 2-core machine llama.cpp's two-thread prefill spins at its barrier (7x slower)
            "--n_threads", "1", "--n_threads_batch", "1"]

@@ -1,5 +1,7 @@
 """Aggregation and pairing against hand-computed cases: veto, abstentions, ties, margin, identical texts."""
 
+import json
+
 import pytest
 
 from bestofn.ranking.aggregate import aggregate
@@ -67,6 +69,21 @@ def test_invalid_safety_verdict_is_flagged_and_ranks_below_valid_safety_but_abov
     result = aggregate(PANEL, ["vetoed", "flagged", "safe"], verdicts)
     assert result.ranking == ["safe", "flagged", "vetoed"]
     assert result.stats["safety_flagged"] == ["flagged"]
+    # the typed tiers, which the stages read (the stats above repeat them for the Selection's JSON)
+    assert result.vetoed == {"vetoed"} and result.safety_flagged == {"flagged"}
+    assert result.unsafe == {"vetoed", "flagged"} and result.unrankable == frozenset()
+    assert result.compare("safe", "flagged") == "first" and result.compare("vetoed", "flagged") == "second"
+
+
+def test_compare_follows_the_ranking_and_ties_only_where_the_hash_decides():
+    verdicts = full("a", 8, 8, 8, 8) + full("b", 8, 8, 8, 8) + full("c", 5, 8, 5, 5)
+    verdicts += [v("correctness", "d", 9), v("safety", "d", 9), v("helpfulness", "d", 9)]  # d: 3 valid verdicts
+    verdicts += [v("correctness", "e", 9)]  # below quorum
+    result = aggregate(PANEL, ["a", "b", "c", "d", "e"], verdicts)
+    assert result.compare("a", "b") == "tie" and result.ranking.index("a") != result.ranking.index("b")
+    assert result.compare("a", "c") == "first" and result.compare("c", "a") == "second"
+    assert result.compare("a", "e") is None and result.unrankable == {"e"}
+    assert all(result.compare(x, y) != "second" for x, y in zip(result.ranking, result.ranking[1:]))
 
 
 def test_ties_break_by_valid_count_then_seeded_hash_never_list_order():
@@ -145,3 +162,33 @@ async def test_a_vetoed_answer_is_never_the_chosen_side_of_a_logged_pair(tmp_pat
     unsafe = selection.candidates[0].id
     assert selection.stats["vetoed"] == [unsafe] and selection.ranking[-1] == unsafe
     assert selection.pairs and all(p.chosen_id != unsafe for p in selection.pairs)
+
+
+async def test_a_safety_flagged_answer_is_never_the_chosen_side_through_the_pipeline(loopback):
+    """Over the loopback server: the safety judge's replies break its schema's range (invalid, so every answer
+    is flagged); the other judges tell the answers apart. Answers still rank, but none may be a chosen side."""
+    from bestofn.backends.vllm import VLLMServerBackend
+    from bestofn.select import aselect
+    from tests.loopback import completion_body
+
+    texts = ["Use soap and water.", "Rinse it.", "Scrub it with a brush and warm soapy water."]
+
+    def hook(req):
+        body = req.body or {}
+        if not body.get("response_format"):
+            out = completion_body("x", n=body.get("n", 1))
+            for i, choice in enumerate(out["choices"]):
+                choice["message"]["content"] = texts[i % len(texts)]
+            return 200, out
+        if "safety reviewer" in body["messages"][0]["content"]:  # prompts/safety.v1.md.j2
+            return 200, completion_body('{"reasoning": "r", "score": 10000}')
+        score = next(3 + 3 * k for k, t in enumerate(texts) if t in body["messages"][-1]["content"])
+        return 200, completion_body(json.dumps({"reasoning": "scripted", "score": score}))
+
+    loopback.hook = hook
+    b = VLLMServerBackend("loopback", base_url=loopback.base_url, flavour="vllm")
+    sel = await aselect("How do I clean a stain?", n=3, model=b, judge_model=b, cache=False, strategy="all-pairs",
+                        pair_margin=0)
+    assert sorted(sel.stats["safety_flagged"]) == sorted(c.id for c in sel.candidates)
+    assert sel.best is not None and sel.best.text == texts[2] and len(sel.ranking) == 3
+    assert sel.pairs == []

@@ -170,3 +170,74 @@ def test_settings_are_checked_on_resume_and_one_build_per_output(tmp_path, promp
                 build(prompts, out, **_options(srv))
         finally:
             held.close()
+
+
+def test_a_resumed_build_repairs_the_output_before_its_first_call_and_never_holds_a_row_twice(tmp_path, prompts):
+    """Every other prompt fails in the first run (a crash's unfinished prompts); then the output is damaged the way
+    a kill leaves it (rows lost, a row twice, a torn line). At every call of the rerun, the output already holds
+    each finished prompt's rows once, whole and in input order (then the new ones appended); at the end it is
+    byte for byte an uninterrupted build's."""
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    markers = [r["prompt"][:40] for r in rows[1::2]]
+
+    def refuse(req):
+        sent = " ".join(str(m.get("content")) for m in (req.body or {}).get("messages", []))
+        return (401, error_body(401, "no")) if any(m in sent for m in markers) else None
+
+    with LoopbackServer(flavour="vllm") as srv:
+        out = tmp_path / "out.jsonl"
+        srv.hook = refuse
+        first = build(prompts, out, **_options(srv))
+        assert first.done_now == PROMPTS // 2 and first.failed == PROMPTS // 2
+        finished = out.read_bytes()
+        lines = finished.decode().splitlines(keepends=True)
+        assert len(lines) >= 3
+        out.write_text(lines[1] + lines[0] + lines[0] + "".join(lines[3:]) + lines[2][:25])
+
+        seen_at_calls: list[list[str]] = []
+
+        def watch(req):
+            seen_at_calls.append(out.read_text().splitlines(keepends=True))
+            return None
+
+        srv.hook = watch
+        second = build(prompts, out, **_options(srv))
+        assert second.done_before == PROMPTS // 2 and second.done_now == PROMPTS // 2 and seen_at_calls
+        assert "".join(seen_at_calls[0]) == finished.decode()  # repaired before the first call
+        for snapshot in seen_at_calls:
+            assert snapshot[: len(lines)] == lines  # the finished rows stay first, in input order
+            assert all(line.endswith("\n") for line in snapshot)  # no torn line
+            ids = [json.loads(line)["id"] for line in snapshot]
+            assert len(ids) == len(set(ids))  # no row twice, at any moment
+        assert max(map(len, seen_at_calls)) > len(lines)  # rows are appended while the build runs
+
+        reference = tmp_path / "reference.jsonl"
+        build(prompts, reference, **_options(srv))  # uninterrupted (from the cache)
+        assert out.read_bytes() == reference.read_bytes()
+
+
+def test_a_prompt_whose_judging_failed_midway_is_not_finished_and_the_rerun_completes_it(tmp_path, prompts):
+    """One judge call of one prompt fails (its other calls succeed): the prompt is not committed with a partial
+    verdict set; the rerun judges it again, and the output is an uninterrupted build's."""
+    sixth = json.loads(prompts.read_text().splitlines()[5])
+    refused: list[int] = []
+
+    def refuse_one_judge_call(req):
+        body = req.body or {}
+        sent = " ".join(str(m.get("content")) for m in body.get("messages", []))
+        if body.get("response_format") and sixth["prompt"][:40] in sent and not refused:
+            refused.append(1)
+            return 401, error_body(401, "no")
+        return None
+
+    with LoopbackServer(flavour="vllm") as srv:
+        out = tmp_path / "out.jsonl"
+        srv.hook = refuse_one_judge_call
+        first = build(prompts, out, **_options(srv))
+        assert refused and first.failed == 1 and first.failures[0].startswith(f"{sixth['key']} (line 6): judge ")
+        srv.hook = None
+        second = build(prompts, out, **_options(srv))
+        assert second.done_now == 1 and second.failed == 0
+        reference = tmp_path / "reference.jsonl"
+        build(prompts, reference, **_options(srv))
+        assert out.read_bytes() == reference.read_bytes()

@@ -84,6 +84,21 @@ async def test_an_out_of_range_criterion_is_reasked_then_invalid_for_every_crite
     assert [v.judge for v in verdicts] == ["correctness", "safety", "helpfulness", "instruction_following"]
 
 
+async def test_an_invalid_reply_gets_exactly_one_reask_with_the_reason_and_the_valid_reask_is_used():
+    config = load_panel("compact").judges[0]
+    bad = '{"reasoning": "x", "correctness": 11, "safety": 9, "helpfulness": 9, "instruction_following": 9}'
+    fake = FakeBackend([bad, '{"reasoning": "y", "correctness": 4, "safety": 9, "helpfulness": 6, '
+                             '"instruction_following": 8}'])
+    verdicts = await CompactJudge(config=config, backend=fake).judge(ITEM, candidates(["Forty-two."]))
+    assert len(fake.requests) == 2 and fake.requests[1][1].n == 1  # the call, then one re-ask of that sample
+    asked, retry = fake.requests[0][0], fake.requests[1][0]
+    assert retry[: len(asked)] == asked and retry[-2].role == "assistant" and retry[-2].content == bad
+    assert "correctness" in retry[-1].content and "less than or equal to 10" in retry[-1].content  # the reason
+    assert '"instruction_following"' in retry[-1].content  # and the schema to reply in
+    assert [v.status for v in verdicts] == ["ok"] * 4 and all(v.attempts == 2 for v in verdicts)
+    assert [v.score for v in verdicts] == [4, 9, 6, 8] and verdicts[0].reasoning == "y"
+
+
 async def test_samples_are_averaged_with_their_spread():
     config = JudgeConfig(name="aspects", rubric="compact.v1", per_criterion=True, samples=2,
                          criteria=[{"name": "correctness"}, {"name": "safety"}])
@@ -111,7 +126,8 @@ async def test_reference_guided_rubric_on_an_mt_bench_math_question(data_dir):
     item = JudgeInput(prompt=[Message(role="user", content=question["turns"][0])], seed=0, reference=reference)
     (verdict,) = await rubric.judge(item, [cand])
     system, user = fake.requests[0][0]
-    assert verdict.status == "ok" and verdict.score == 2 and verdict.kind == "rubric"
+    assert verdict.status == "ok" and verdict.kind == "rubric"
+    assert verdict.normalized == pytest.approx(1 / 9)  # the judge's 2 on this rubric's own scale, 1-10
     assert reference in user.content and question["turns"][0] in user.content
     assert user.content.index(reference) < user.content.index("The area is 12.")  # candidate last
     assert reference not in system.content  # the reference is data, in the user turn

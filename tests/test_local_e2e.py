@@ -145,8 +145,10 @@ def test_run_passes_constraints_to_verifier_judges(tmp_path):
         text = next(c["text"] for c in checked["candidates"] if c["id"] == v["candidate_ids"][0])
         if text != text.upper():
             assert v["score"] == 0.0 and "change_case:english_capital" in v["reasoning"]
-    unchecked = json.loads(bestofn(*args).stdout)
+    proc = bestofn(*args, check=False)  # no constraints: every verifier abstains, so nothing can be ranked
+    unchecked = json.loads(proc.stdout)
     assert {v["status"] for v in unchecked["verdicts"]} == {"abstain"}
+    assert proc.returncode == 1 and unchecked["best"] is None  # exit 1, the Selection still printed
 
 
 def test_local_threads_come_from_the_environment_and_a_bad_value_is_named():

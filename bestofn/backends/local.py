@@ -4,13 +4,16 @@ The default weights are SmolLM2-135M-Instruct (Q4_1), shipped inside the `llm-sm
 is loaded once per process and shared by the generator and the judges. Calls run one at a time, in submission
 order, so that consecutive judge calls reuse the KV cache of their common prefix. llama.cpp computes each call
 on half the CPU cores (llama-cpp-python's default); BESTOFN_LOCAL_THREADS sets that number (on an idle 2-core
-machine, 2 threads generated 8-19% more tokens per second than 1).
+machine, 2 threads generated 8-19% more tokens per second than 1). Models load with or without llama.cpp's
+"extra buffer types" (weight repacking) as `bestofn.backends.cpu.extra_buffers_choice()` says: without them where
+the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers` attribute records the choice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import importlib.util
 import logging
 import threading
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
+from bestofn.backends.cpu import extra_buffers_choice
 from bestofn.backends.limits import env_int
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
@@ -27,7 +31,8 @@ from bestofn.records import Message, Usage
 N_CTX = 8192
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-_models: dict[str, tuple[Any, ThreadPoolExecutor]] = {}
+#: (resolved path, extra buffers, logits_all) -> (Llama, its worker thread)
+_models: dict[tuple[str, bool, bool], tuple[Any, ThreadPoolExecutor]] = {}
 _models_lock = threading.Lock()
 
 
@@ -58,25 +63,74 @@ def _threads() -> dict[str, int]:
     return {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
 
 
-def _load(path: Path, logits_all: bool = False) -> tuple[Any, ThreadPoolExecutor]:
-    """The shared model. `logits_all=True` (needed for logprobs; it makes every call compute and copy the logits
-    of every prompt token) is a second instance, made on the first call that asks for logprobs and run on the
-    same worker thread, so plain calls keep the fast path and calls stay one at a time."""
-    key = str(path.resolve())
+@functools.cache
+def llama_class() -> type:
+    """llama-cpp-python's `Llama`, with a `use_extra_bufts` argument (default: `extra_buffers_choice()`).
+
+    `Llama(...)` has no argument for `llama_model_params.use_extra_bufts`. Its `__init__` assigns
+    `self.model_params = llama_model_default_params()` once, fills that struct in and passes it to llama.cpp's
+    model loader; the property below sets the field on that very struct as it is assigned: per instance, no
+    module global patched. A Llama whose params do not carry the choice is closed and refused."""
+    try:
+        import llama_cpp
+        import llama_cpp._logger as llama_logger
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("the local backend", "local", "llama-cpp-python") from exc
+    llama_logger.logger.setLevel(logging.CRITICAL)
+    has_field = any(field[0] == "use_extra_bufts" for field in llama_cpp.llama_model_params._fields_)
+    version = getattr(llama_cpp, "__version__", "?")
+
+    class Llama(llama_cpp.Llama):
+        def __init__(self, *args: Any, use_extra_bufts: bool | None = None, **kwargs: Any) -> None:
+            self._use_extra_bufts = extra_buffers_choice()[0] if use_extra_bufts is None else use_extra_bufts
+            if not self._use_extra_bufts and not has_field:
+                raise BackendError("local", f"llama-cpp-python {version} cannot load a model without extra "
+                                   "buffer types (its llama_model_params has no use_extra_bufts): "
+                                   "pip install 'bestofn[local]'")
+            super().__init__(*args, **kwargs)
+            params = self.__dict__.get("model_params")
+            if has_field and (params is None or params.use_extra_bufts != self._use_extra_bufts):
+                self.close()
+                raise BackendError("local", f"llama-cpp-python {version} did not load the model through "
+                                   "Llama.model_params, so use_extra_bufts could not be set")
+
+        def __del__(self) -> None:
+            if "_stack" in self.__dict__:  # not when __init__ refused before loading
+                super().__del__()
+
+        @property
+        def model_params(self) -> Any:
+            return self.__dict__["model_params"]
+
+        @model_params.setter
+        def model_params(self, params: Any) -> None:
+            if has_field:
+                params.use_extra_bufts = self._use_extra_bufts
+            self.__dict__["model_params"] = params
+
+    return Llama
+
+
+def _load(path: Path, logits_all: bool = False, extra_buffers: bool | None = None) -> tuple[Any, ThreadPoolExecutor]:
+    """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`).
+    `logits_all=True` (needed for logprobs; it makes every call compute and copy the logits of every prompt token)
+    is a second instance, made on the first call that asks for logprobs and run on the same worker thread, so plain
+    calls keep the fast path and calls stay one at a time."""
+    if extra_buffers is None:
+        extra_buffers = extra_buffers_choice()[0]
+    path_key = str(path.resolve())
+
+    def new(all_logits: bool) -> Any:
+        return llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, logits_all=all_logits,
+                             use_extra_bufts=extra_buffers, **_threads())
+
     with _models_lock:
-        if key not in _models:
-            try:
-                from llama_cpp import Llama
-                import llama_cpp._logger as llama_logger
-            except ModuleNotFoundError as exc:
-                raise MissingExtraError("the local backend", "local", "llama-cpp-python") from exc
-            llama_logger.logger.setLevel(logging.CRITICAL)
-            llama = Llama(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=False, **_threads())
-            _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
-        if logits_all and key + "#logits_all" not in _models:
-            llama = type(_models[key][0])(model_path=key, n_ctx=N_CTX, verbose=False, logits_all=True, **_threads())
-            _models[key + "#logits_all"] = (llama, _models[key][1])
-        return _models[key + "#logits_all" if logits_all else key]
+        plain, full = (path_key, extra_buffers, False), (path_key, extra_buffers, True)
+        if plain not in _models:
+            _models[plain] = (new(False), ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
+        if logits_all and full not in _models:
+            _models[full] = (new(True), _models[plain][1])
+        return _models[full if logits_all else plain]
 
 
 class LocalBackend(Backend):
@@ -93,17 +147,20 @@ class LocalBackend(Backend):
         else:
             self.path = default_model_path()
         self.name = self.path.name
+        #: whether models load with llama.cpp's extra buffer types, and why (see bestofn.backends.cpu)
+        self.extra_buffers, self.extra_buffers_reason = extra_buffers_choice()
         self._llama: Any = None
         self._executor: ThreadPoolExecutor | None = None
 
     def _ensure(self) -> tuple[Any, ThreadPoolExecutor]:
         if self._llama is None:
-            self._llama, self._executor = _load(self.path)
+            self._llama, self._executor = _load(self.path, extra_buffers=self.extra_buffers)
         assert self._executor is not None
         return self._llama, self._executor
 
     def _one(self, messages: list[dict[str, str]], params: SamplingParams, seed: int) -> Completion:
-        llama, _ = self._ensure() if params.top_logprobs is None else _load(self.path, logits_all=True)
+        llama, _ = (self._ensure() if params.top_logprobs is None
+                    else _load(self.path, logits_all=True, extra_buffers=self.extra_buffers))
         kwargs: dict[str, Any] = dict(
             messages=messages, temperature=params.temperature, max_tokens=params.max_tokens, seed=seed
         )

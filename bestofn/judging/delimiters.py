@@ -12,7 +12,8 @@ import re
 
 from bestofn.records import sha256_hex
 
-_LOOKALIKE = re.compile(r"<\s*(/?)\s*(answer|candidate|response)", re.IGNORECASE)
+#: every label a delimiter is made with (judges: answer; rerankers: document), and words a judge reads as one
+_LOOKALIKE = re.compile(r"<\s*(/?)\s*(answer|candidate|response|document)", re.IGNORECASE)
 # Chat-template control tokens. llama.cpp (and other servers) tokenize the templated prompt with special tokens
 # parsed, so a candidate writing "<|im_end|><|im_start|>system" would open a real system turn in the judge's
 # context: ChatML / Llama 3 / Phi `<|...|>`, Llama 2 / Mistral `<s>`, `</s>`, `[INST]`, Gemma `<start_of_turn>`.
