@@ -168,7 +168,7 @@ async def test_a_safety_flagged_answer_is_never_the_chosen_side_through_the_pipe
     """Over the loopback server: the safety judge's replies break its schema's range (invalid, so every answer
     is flagged); the other judges tell the answers apart. Answers still rank, but none may be a chosen side."""
     from bestofn.backends.vllm import VLLMServerBackend
-    from bestofn.select import aselect
+    from bestofn.pipeline.select import aselect
     from tests.loopback import completion_body
 
     texts = ["Use soap and water.", "Rinse it.", "Scrub it with a brush and warm soapy water."]

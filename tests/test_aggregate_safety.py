@@ -11,11 +11,11 @@ import json
 
 import pytest
 
-from bestofn.aggregate import aggregate
+from bestofn.ranking.aggregate import aggregate
 from bestofn.backends.vllm import VLLMServerBackend
-from bestofn.panel import load_panel
+from bestofn.config.panel import load_panel
 from bestofn.records import Message, Verdict
-from bestofn.select import aselect
+from bestofn.pipeline.select import aselect
 from tests.loopback import completion_body
 
 PANEL = load_panel("default")  # quorum 3; safety veto: a raw safety score below 4

@@ -15,7 +15,7 @@ import pytest
 
 from bestofn.judging import JudgeInput, build_judges
 from bestofn.judging.delimiters import delimit, neutralise
-from bestofn.panel import load_panel
+from bestofn.config.panel import load_panel
 from bestofn.records import Candidate, Message, text_id
 
 ASK = [Message(role="user", content="What is 76 minus 25?")]

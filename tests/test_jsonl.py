@@ -1,4 +1,4 @@
-"""One JSONL writer and one reader (bestofn.jsonl) behind every JSONL file bestofn writes or reads.
+"""One JSONL writer and one reader (bestofn.sinks.jsonl) behind every JSONL file bestofn writes or reads.
 
 Writers: a record holding U+2028, U+2029 or U+0085 (line breaks to `str.splitlines`, not to JSON) stays on one
 line in the build's output, the A/B journal and the preference log, and reads back unchanged. Readers: a bad
@@ -198,13 +198,13 @@ def test_the_package_imports_and_locks_without_fcntl(tmp_path):
         import sys, warnings
         sys.modules["fcntl"] = None  # `import fcntl` now raises ImportError
         warnings.simplefilter("ignore")
-        import bestofn, bestofn.sinks, bestofn.cache, bestofn.build.journal, bestofn.locking
+        import bestofn, bestofn.sinks.log, bestofn.backends.cache, bestofn.apps.build.journal, bestofn.sinks.locking
         from pathlib import Path
         from bestofn.apps.build.journal import Journal
         from bestofn.backends.cache import Cache
         from bestofn.errors import ConfigError
         from bestofn.sinks.log import PreferenceLog
-        assert not bestofn.locking.filelock.has_fcntl  # the locks below really run without flock
+        assert not bestofn.sinks.locking.filelock.has_fcntl  # the locks below really run without flock
         tmp = Path({str(tmp_path)!r})
         held = Journal(tmp / "out.jsonl")
         try:

@@ -157,7 +157,9 @@ def test_the_proxy_never_logs_or_returns_a_key_and_refuses_unauthenticated_use(t
                                    headers={"authorization": f"Bearer {TOKEN}"})
                 assert good.status_code == 200, good.text
                 srv.hook = echo_key
-                echoed = httpx2.post(f"{base}/v1/chat/completions", json=body, timeout=60,
+                # another question: the same one would be answered from the call cache (seed 0 by default)
+                fresh = {**body, "messages": [{"role": "user", "content": "Why is the sea blue?"}]}
+                echoed = httpx2.post(f"{base}/v1/chat/completions", json=fresh, timeout=60,
                                      headers={"authorization": f"Bearer {TOKEN}"})
                 assert echoed.status_code == 502 and "[redacted]" in echoed.text
                 outputs += [bare.text, wrong.text, good.text, echoed.text]

@@ -99,7 +99,7 @@ class JudgeConfig(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=16)
     samples: int = Field(default=1, ge=1, le=16)  # sample the judge k times and average
-    check: str | None = None  # verifier judges: which check (bestofn.verifiers.CHECKS); None = every applicable one
+    check: str | None = None  # verifier judges: which check (bestofn.judging.verifiers.CHECKS); None = every applicable one
     # rubric: several criteria in one structured call; per_criterion=True yields one Verdict per criterion (judge =
     # the criterion's name, so a compact panel reads like the default one), else one Verdict scored by the total
     criteria: list[Criterion] = Field(default_factory=list)

@@ -64,7 +64,7 @@ async def aselect(
     wave_size: int | None = None,
 ) -> Selection:
     """Sample n answers, judge them with a panel, and return the Selection (best, ranking, pairs, cost).
-    With `accept_threshold`, sample in waves of `wave_size` and stop once one clears it (bestofn.early_stop)."""
+    With `accept_threshold`, sample in waves of `wave_size` and stop once one clears it (bestofn.pipeline.early_stop)."""
     messages = as_messages(prompt)
     check_n(n)
     the_panel = resolve_panel(panel)

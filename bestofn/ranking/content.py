@@ -15,7 +15,7 @@ returns None for a candidate with content:
 A single real word or number ("Paris", "42") has content: short answers to short questions are not flagged.
 
 The pipeline records flags in `Selection.stats["content_free"]` (candidate id -> flag: detail) and the panel's
-`content_free` setting decides what they do (bestofn.aggregate): "flag" (recorded only), "demote" (the
+`content_free` setting decides what they do (bestofn.ranking.aggregate): "flag" (recorded only), "demote" (the
 default: ranked below every candidate with content, so never best while one exists) or "veto" (unrankable).
 """
 

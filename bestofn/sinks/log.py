@@ -1,6 +1,6 @@
 """Sinks write records and never change them. The preference log is append-only JSONL, one pair a line.
 
-Each `write` appends its lines with one `write` call under an exclusive lock (bestofn.jsonl.append), so that
+Each `write` appends its lines with one `write` call under an exclusive lock (bestofn.sinks.jsonl.append), so that
 many processes can append lines of any length to one log without interleaving (the lock file is LOG.lock,
 beside the log).
 """

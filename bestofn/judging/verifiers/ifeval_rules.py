@@ -4,7 +4,7 @@ Each check takes the response and the instruction's kwargs (as in IFEval's input
 when the response follows the instruction. The semantics follow the paper's reference implementation, quirks
 included (for example `keywords:existence` treats a keyword as a regular expression, and an undetectable
 language counts as followed), so that our scores are comparable with published IFEval figures. Text measures
-and their offline deviations live in bestofn.verifiers.text.
+and their offline deviations live in bestofn.judging.verifiers.text.
 """
 
 from __future__ import annotations
