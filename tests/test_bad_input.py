@@ -101,7 +101,7 @@ def test_unknown_names_are_clear_errors(tmp_path, loopback):
         load_panel(bad_veto)
     bad_kind = tmp_path / "bad_kind.toml"
     bad_kind.write_text('name = "x"\n[[judge]]\nname = "correctness"\nkind = "oracle"\nrubric = "correctness.v1"\n')
-    with pytest.raises(ConfigError, match=r"bad_kind.toml: judge.0.kind"):
+    with pytest.raises(ConfigError, match=r"bad_kind.toml: judge 'correctness': kind 'oracle' is unknown"):
         load_panel(bad_kind)
     # a template that needs a variable nobody gives: named, with the template's path, before any judge call
     template = tmp_path / "needs_more.md.j2"
@@ -219,7 +219,7 @@ def test_the_local_judge_counts_with_its_own_tokenizer_and_makes_no_call(local_b
                                          [candidate]))
     assert verdict.status == "invalid" and "the model's tokenizer" in verdict.reason
     assert "context 8192 - max_tokens 384" in verdict.reason
-    assert meter.calls == 0 and candidate.text == long
+    assert meter.spend.calls == 0 and candidate.text == long
     with pytest.raises(BackendError, match="context window"):  # generation: the backend's own clear error
         asyncio.run(local_backend.sample([Message(role="user", content=long)],
                                          __import__("bestofn").backends.SamplingParams(n=1, max_tokens=8)))
