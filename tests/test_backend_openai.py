@@ -181,8 +181,9 @@ async def test_price_override_and_unknown_price(loopback, monkeypatch):
     assert pricing.usd_for("vllm:whatever", mtok) is None
     meter = Meter()
     await MeteredBackend(backend(loopback, price=(1.0, 2.0)), meter).sample(MSGS, SamplingParams(n=2))
-    assert meter.usd == pytest.approx((meter.prompt_tokens * 1.0 + meter.completion_tokens * 2.0) / 1e6)
-    assert meter.unpriced_calls == 0
+    spent = meter.spend
+    assert spent.usd == pytest.approx((spent.prompt_tokens * 1.0 + spent.completion_tokens * 2.0) / 1e6)
+    assert spent.unpriced_calls == 0
     monkeypatch.setattr(pricing, "_overrides", {})
     pricing.set_price("openai:my-finetune", 10.0, 20.0)
     assert pricing.usd_for("openai:my-finetune", mtok) == pytest.approx(30.0)

@@ -42,8 +42,8 @@ async def test_hit_returns_the_same_completions_and_the_meter_counts_hits(tmp_pa
     assert [c.text for c in first] == [c.text for c in second]
     assert not any(c.cached for c in first) and all(c.cached for c in second)
     assert inner.calls == 1
-    assert (meter.calls, meter.cache_hits) == (3, 3)
-    assert meter.prompt_tokens == 15  # hits add no tokens
+    assert (meter.spend.calls, meter.spend.cache_hits) == (3, 3)
+    assert meter.spend.prompt_tokens == 15  # hits add no tokens
 
 
 async def test_key_covers_every_parameter_and_the_sample_index(tmp_path):

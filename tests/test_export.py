@@ -22,6 +22,7 @@ COLUMNS = {
     "trl": PAIR_COLUMNS,
     "kto": {"id", "prompt", "completion", "label", "score", "candidate_id", "prompt_id", "strategy", "generator",
             "panel", "seed"},
+    "sft": {"id", "prompt_id", "messages", "score", "candidate_id", "generator", "panel", "seed"},
     "full": {"id", "prompt_id", "prompt", "metadata", "candidates", "verdicts", "ranking", "best_id", "pairs", "judges",
              "generator", "panel", "seed", "skipped_reason"},
 }

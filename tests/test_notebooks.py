@@ -24,10 +24,11 @@ EXPECT = {
     "preference_dataset": (1, ["trl-conversational", "kto", "cache hits"]),
     "rubric_ab": (3, ["accuracy_by_subset", "prefer-longer"]),
     "rag_rerank": (1, ["nDCG@3", "cascade"]),
+    "grpo_reward": (1, ["rewards/bestofn/mean", "bestofn/verify", "gate_failed"]),
 }
 
 
-def test_the_four_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert {p.stem for p in NOTEBOOKS} == set(EXPECT)
 
 

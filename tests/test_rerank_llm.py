@@ -34,7 +34,7 @@ async def test_llm_pointwise_on_the_local_model(local_backend, tmp_path):
     _report("llm-pointwise", response)
     _valid(response, 3)
     stage = response.meta.stages[0]
-    assert stage.llm_calls == 3 and stage.failed == 0  # one structured call per document, all valid
+    assert stage.calls == 3 and stage.failed == 0  # one structured call per document, all valid
     assert all(r.relevance_score in {k / 10 for k in range(11)} for r in response.results)
     assert stage.prompt_tokens > 0 and stage.completion_tokens > 0
     again = await arerank(LSTM_QUERY, LSTM_DOCS, method="llm-pointwise", model=local_backend, cache=tmp_path / "c")
@@ -47,7 +47,7 @@ async def test_llm_listwise_on_the_local_model(local_backend, tmp_path):
     _report("llm-listwise", response)
     _valid(response, 3)
     stage = response.meta.stages[0]
-    assert stage.llm_calls == 1 and stage.passes == 1 and stage.windows == 1  # 3 documents fit one window
+    assert stage.calls == 1 and stage.passes == 1 and stage.windows == 1  # 3 documents fit one window
     assert [r.relevance_score for r in response.results] == pytest.approx([1.0, 2 / 3, 1 / 3])
 
 
@@ -59,8 +59,8 @@ async def test_cascade_calls_the_llm_only_for_the_survivors(local_backend, tmp_p
     response = await arerank(LSTM_QUERY, docs, **options)
     first, second = response.meta.stages
     print("cascade:", [(r.index, r.relevance_score) for r in response.results])
-    assert (first.method, first.input, first.kept, first.llm_calls) == ("bi-encoder", 8, 3, 0)
-    assert (second.method, second.input, second.kept, second.llm_calls) == ("llm-pointwise", 3, 2, 3)
+    assert (first.method, first.input, first.kept, first.calls) == ("bi-encoder", 8, 3, 0)
+    assert (second.method, second.input, second.kept, second.calls) == ("llm-pointwise", 3, 2, 3)
     assert response.meta.llm_calls == 3 and len(response.results) == 2
     assert {r.index for r in response.results} <= {2, 3, 4}  # only the ML passages survive the bi-encoder
     again = await arerank(LSTM_QUERY, docs, **options)
@@ -85,7 +85,7 @@ async def test_listwise_reasks_then_repairs_broken_permutations():
     assert [r.index for r in response.results] == [4, 0, 3, 2, 1]
     assert [r.relevance_score for r in response.results] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
     stage = response.meta.stages[0]
-    assert (stage.passes, stage.windows, stage.llm_calls, stage.reasked, stage.repaired) == (2, 3, 5, 2, 1)
+    assert (stage.passes, stage.windows, stage.calls, stage.reasked, stage.repaired) == (2, 3, 5, 2, 1)
     assert any("more than once" in p and "missing 'C'" in p for p in stage.problems)
     # the schema sent holds exactly `count` labels; the documents are labelled and delimited
     schema = backend.requests[0][1].json_schema["properties"]["ranking"]

@@ -44,14 +44,15 @@ URL_TIMEOUT = 3.0
 
 #: what the model check runs in a child process: the real local backend, as `bestofn run` loads it
 MODEL_CHILD = """
-import asyncio, json, time
+import json, time
 from bestofn.backends.base import SamplingParams
 from bestofn.backends.local import LocalBackend
 from bestofn.records import Message
+from bestofn.sync import run_sync
 started = time.perf_counter()
 backend = LocalBackend()
 prompt = [Message(role="user", content="Count from one to twenty.")]
-[c] = asyncio.run(backend.sample(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
+[c] = run_sync(backend.sample(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
 print(json.dumps({"model": backend.name, "tokens": c.usage.completion_tokens, "seconds": c.latency_s,
                   "load_s": time.perf_counter() - started - c.latency_s}))
 """

@@ -27,15 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bestofn.backends.base import Backend
-from bestofn.apps.serve.background import BackgroundSink, Portal
-from bestofn.backends.cache import Cache
+from bestofn.apps.options import BestOfN, BestOfNOptions
 from bestofn.apps.serve.chat_wire import (
-    BestofnOptions,
     anthropic_events,
     anthropic_message,
     anthropic_messages,
@@ -45,10 +41,13 @@ from bestofn.apps.serve.chat_wire import (
     openai_messages,
     sse,
 )
-from bestofn.errors import ConfigError
+from bestofn.backends.base import Backend
+from bestofn.backends.cache import Cache
 from bestofn.config.panel import Panel
+from bestofn.errors import ConfigError
+from bestofn.pipeline.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from bestofn.records import Message, Selection
-from bestofn.pipeline.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, aselect, check_n, resolve_panel
+from bestofn.sync import Portal
 
 log = logging.getLogger("bestofn.wrap")
 TRANSPORT_OPTIONS = ("extra_headers", "extra_query", "timeout")  # request options with no bearing on the text
@@ -83,40 +82,18 @@ def client_backend(client: Any, model: str, *, flavour: str | None = None) -> Ba
     return backend
 
 
-@dataclass(frozen=True)
-class WrapConfig:
-    n: int
-    panel: Panel
-    judge_model: str | Backend | None
-    base_url: str | None
-    seed: int
-    temperature: float
-    max_tokens: int
-    judge_max_tokens: int | None
-    accept_threshold: float | None
-    wave_size: int | None
-    strategy: str
-    pair_margin: float | None
-    cache: Cache | str | Path | bool | None
-    flavour: str | None
-
-
 def _given(value: Any) -> bool:
     """False for None and the SDKs' NOT_GIVEN / omit sentinels."""
     return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
 
 
-def _split(kwargs: dict[str, Any], api: str) -> tuple[dict[str, Any], BestofnOptions]:
-    """The request's own parameters (sentinels and transport options dropped) and its bestofn options."""
+def _split(kwargs: dict[str, Any], api: str) -> tuple[dict[str, Any], Any]:
+    """The request's own parameters (sentinels and transport options dropped) and its `bestofn` object."""
     params = {k: v for k, v in kwargs.items() if _given(v) and k not in TRANSPORT_OPTIONS}
     extra = dict(params.pop("extra_body", None) or {})
-    raw = extra.pop("bestofn", params.pop("bestofn", None))
+    overrides = extra.pop("bestofn", params.pop("bestofn", None))
     check_params({**params, **extra}, api, hint="; call client.unwrapped for these")
-    try:
-        options = BestofnOptions.model_validate(raw or {})
-    except ValueError as exc:
-        raise ConfigError(f"extra_body['bestofn']: {exc}") from None
-    return params, options
+    return params, overrides
 
 
 # ------------------------------------------------------------------------------------------------ wrapper
@@ -125,11 +102,11 @@ def _split(kwargs: dict[str, Any], api: str) -> tuple[dict[str, Any], BestofnOpt
 class Wrapped:
     """A client whose chat call does best-of-n; every other attribute is the client's own."""
 
-    def __init__(self, client: Any, config: WrapConfig, sink: BackgroundSink | None, portal: Portal | None,
+    def __init__(self, client: Any, bestofn: BestOfN, flavour: str | None, portal: Portal | None,
                  is_async: bool) -> None:
-        self._client, self._config, self._sink, self._portal, self._async = client, config, sink, portal, is_async
+        self._client, self._bestofn, self._flavour = client, bestofn, flavour
+        self._portal, self._async = portal, is_async
         self._backends: dict[str, Backend] = {}
-        self._panels: dict[str, Panel] = {}
 
     def __getattr__(self, name: str) -> Any:
         if name == "_client":  # not set yet (unpickling, copying): no recursion
@@ -137,7 +114,8 @@ class Wrapped:
         return getattr(self._client, name)
 
     def __repr__(self) -> str:
-        return f"bestofn.wrap({self._client!r}, n={self._config.n}, panel={self._config.panel.name!r})"
+        options = self._bestofn.options
+        return f"bestofn.wrap({self._client!r}, n={options.n}, panel={options.panel.name!r})"
 
     @property
     def unwrapped(self) -> Any:
@@ -145,14 +123,15 @@ class Wrapped:
         return self._client
 
     def with_options(self, **options: Any) -> Wrapped:
-        return type(self)(self._client.with_options(**options), self._config, self._sink, self._portal, self._async)
+        return type(self)(self._client.with_options(**options), self._bestofn, self._flavour, self._portal,
+                          self._async)
 
     copy = with_options
 
     def flush(self) -> None:
         """Block until every pair produced so far is written to the log."""
-        if self._sink is not None:
-            self._sink.flush()
+        if self._bestofn.sink is not None:
+            self._bestofn.sink.flush()
 
     def close(self) -> Any:
         """Flush the log and close the client (awaitable for async clients, like theirs)."""
@@ -182,47 +161,20 @@ class Wrapped:
     # -------------------------------------------------------------------------------- the selection
     def _backend(self, model: str) -> Backend:
         if model not in self._backends:
-            self._backends[model] = client_backend(self._client, model, flavour=self._config.flavour)
+            self._backends[model] = client_backend(self._client, model, flavour=self._flavour)
         return self._backends[model]
 
-    def _panel(self, name: str | None) -> Panel:
-        if name is None:
-            return self._config.panel
-        if name not in self._panels:
-            self._panels[name] = resolve_panel(name)
-        return self._panels[name]
-
-    async def _select(self, messages: list[Message], model: Any, params: dict[str, Any], options: BestofnOptions,
+    async def _select(self, messages: list[Message], model: Any, params: dict[str, Any], overrides: Any,
                       choices: int = 1) -> Selection:
         if not isinstance(model, str) or not model:
             raise ConfigError("model: the request needs a model name")
-        cfg = self._config
-        n = options.n if options.n is not None else max(cfg.n, choices)
-        if choices > n:
-            raise ConfigError(f"n={choices} choices asked for, but only {n} candidates are sampled (bestofn.n)")
-        seed = cfg.seed if params.get("seed") is None else params["seed"]
-        temperature = params.get("temperature")
-        selection = await aselect(
-            messages,
-            n=check_n(n),
-            model=self._backend(model),
-            judge_model=cfg.judge_model,
-            panel=self._panel(options.panel),
-            base_url=cfg.base_url,
-            seed=seed,
-            max_tokens=params.get("max_completion_tokens") or params.get("max_tokens") or cfg.max_tokens,
-            judge_max_tokens=cfg.judge_max_tokens,
-            temperature=cfg.temperature if temperature is None else temperature,
-            strategy=options.strategy or cfg.strategy,
-            pair_margin=cfg.pair_margin,
-            cache=cfg.cache,
-            accept_threshold=options.accept_threshold if options.accept_threshold is not None else cfg.accept_threshold,
-            wave_size=options.wave_size or cfg.wave_size,
+        options = self._bestofn.for_request(
+            overrides, choices=choices, seed=params.get("seed"), temperature=params.get("temperature"),
+            max_tokens=params.get("max_completion_tokens") or params.get("max_tokens"), where="extra_body['bestofn']",
         )
+        selection = await self._bestofn.select(messages, self._backend(model), options)
         if selection.best is None:
             log.warning("bestofn: no candidate could be ranked (too few valid verdicts); answering with the first")
-        if self._sink is not None:
-            self._sink.submit(selection.pairs)
         return selection
 
     def _run(self, make: Any) -> Any:
@@ -250,12 +202,12 @@ class _Completions(_Passthrough):
         owner = self._owner
 
         async def make() -> Any:  # errors surface where the SDK's own would: on the call, or on await
-            params, options = _split(kwargs, "openai")
+            params, overrides = _split(kwargs, "openai")
             messages = openai_messages(params.get("messages"))
             choices = int(params.get("n") or 1)
             stream = bool(params.get("stream"))
             include_usage = bool((params.get("stream_options") or {}).get("include_usage"))
-            selection = await owner._select(messages, params.get("model"), params, options, choices)
+            selection = await owner._select(messages, params.get("model"), params, overrides, choices)
             return _openai_result(owner._client, selection, params["model"], choices, stream, include_usage, owner._async)
 
         return owner._run(make)
@@ -305,10 +257,10 @@ class _Messages(_Passthrough):
         owner = self._owner
 
         async def make() -> Any:
-            params, options = _split(kwargs, "anthropic")
+            params, overrides = _split(kwargs, "anthropic")
             messages = anthropic_messages(params.get("system"), params.get("messages"))
             stream = bool(params.get("stream"))
-            selection = await owner._select(messages, params.get("model"), params, options)
+            selection = await owner._select(messages, params.get("model"), params, overrides)
             return _anthropic_result(owner._client, selection, params["model"], stream, owner._async)
 
         return owner._run(make)
@@ -363,24 +315,21 @@ def wrap(
     "gpt-4o-mini")`), `base_url` (for `vllm:` judge specs), `max_tokens`/`temperature` (used when the request
     gives none), `seed` (for a request without one; default 0), `accept_threshold`/`wave_size` (early
     stop), `strategy` and `pair_margin` (pairs), `log` (a JSONL path or a sink with `write(pairs)`), `cache`, `flavour` (the
-    server flavour for an OpenAI client on a non-OpenAI base_url: vllm, llama-cpp, llama-server, openai)."""
+    server flavour for an OpenAI client on a non-OpenAI base_url: vllm, llama-cpp, llama-server, openai).
+    The options are checked here (bestofn.apps.options.BestOfNOptions): a bad one is a ConfigError naming it."""
     if isinstance(client, Wrapped):
         raise ConfigError("this client is wrapped already")
-    config = WrapConfig(
-        n=check_n(n), panel=resolve_panel(panel), judge_model=judge_model, base_url=base_url, seed=seed,
-        temperature=temperature, max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
-        accept_threshold=accept_threshold, wave_size=wave_size, strategy=strategy, pair_margin=pair_margin, cache=cache,
-        flavour=flavour,
-    )
-    if accept_threshold is not None:
-        BestofnOptions(accept_threshold=accept_threshold, wave_size=wave_size)  # range checks, now
     kind = _client_kind(client)
-    sink = BackgroundSink(log) if log is not None else None
     if kind is None:
         raise ConfigError(f"bestofn.wrap: unsupported client {type(client).__name__}; wrap an openai.OpenAI, "
                           "openai.AsyncOpenAI, anthropic.Anthropic or anthropic.AsyncAnthropic")
+    options = BestOfNOptions(
+        n=n, panel=panel, judge_model=judge_model, base_url=base_url, seed=seed, temperature=temperature,
+        max_tokens=max_tokens, judge_max_tokens=judge_max_tokens, accept_threshold=accept_threshold,
+        wave_size=wave_size, strategy=strategy, pair_margin=pair_margin, cache=cache, log=log,
+    )
     cls, is_async = kind
-    return cls(client, config, sink, None if is_async else Portal(), is_async)
+    return cls(client, BestOfN(options, any_panel=True), flavour, None if is_async else Portal(), is_async)
 
 
 def _client_kind(client: Any) -> tuple[type[Wrapped], bool] | None:
@@ -398,4 +347,4 @@ def _client_kind(client: Any) -> tuple[type[Wrapped], bool] | None:
     return None
 
 
-__all__ = ["BackgroundSink", "WrapConfig", "Wrapped", "client_backend", "wrap"]
+__all__ = ["BestOfNOptions", "Wrapped", "client_backend", "wrap"]

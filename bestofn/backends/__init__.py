@@ -1,36 +1,34 @@
 """Backend registry: a spec string (`local`, `local:PATH.gguf`, `openai:MODEL`, ...) names a backend.
 
 SDKs are imported only when their backend is used; third parties add backends through the
-`bestofn.backends` entry point group (name -> `module:Class`).
+`bestofn.backends` entry point group (prefix -> `module:Class`, a Backend subclass called as `Class(model)`).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from importlib.metadata import entry_points
 
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
-from bestofn.errors import ConfigError
+from bestofn.registry import Registry
 
-__all__ = ["Backend", "Completion", "SamplingParams", "TokenLogprob", "load_backend", "register_backend", "split_spec"]
+__all__ = ["BACKENDS", "Backend", "Completion", "SamplingParams", "TokenLogprob", "load_backend", "register_backend",
+           "split_spec"]
 
-# prefix -> "module:Class"
-BUILTIN = {
+#: spec prefix -> Backend class
+BACKENDS: Registry[type[Backend]] = Registry("backend", "bestofn.backends", {
     "local": "bestofn.backends.local:LocalBackend",
     "openai": "bestofn.backends.openai:OpenAIBackend",
     "vllm": "bestofn.backends.vllm:VLLMServerBackend",
     "vllm-offline": "bestofn.backends.vllm_offline:VLLMOfflineBackend",
     "anthropic": "bestofn.backends.anthropic:AnthropicBackend",
-}
+})
 
 _instances: dict[tuple[str, str | None], Backend] = {}
-_registered: dict[str, str] = {}
 
 
-def register_backend(kind: str, target: str) -> None:
-    """Register a backend class (`module:Class`) under a spec prefix, e.g. for tests or plugins."""
-    _registered[kind] = target
+def register_backend(kind: str, target: str | type[Backend]) -> None:
+    """Register a backend class (or `module:Class`) under a spec prefix, e.g. for tests or plugins."""
+    BACKENDS.register(kind, target)
     for key in [k for k in _instances if split_spec(k[0])[0] == kind]:
         del _instances[key]
 
@@ -38,13 +36,6 @@ def register_backend(kind: str, target: str) -> None:
 def split_spec(spec: str) -> tuple[str, str]:
     kind, _, model = spec.partition(":")
     return kind.strip(), model.strip()
-
-
-def _registry() -> dict[str, str]:
-    found = {**BUILTIN, **_registered}
-    for ep in entry_points(group="bestofn.backends"):
-        found.setdefault(ep.name, ep.value)
-    return found
 
 
 def load_backend(spec: str | Backend, base_url: str | None = None) -> Backend:
@@ -57,18 +48,8 @@ def load_backend(spec: str | Backend, base_url: str | None = None) -> Backend:
     key = (spec, base_url)
     if key in _instances:
         return _instances[key]
-    registry = _registry()
-    if kind not in registry:
-        raise ConfigError(f"unknown backend {kind!r} in model spec {spec!r}; known: {', '.join(sorted(registry))}")
-    module_name, _, class_name = registry[kind].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("bestofn"):
-            raise ConfigError(f"backend {kind!r} is not available in this version of bestofn") from exc
-        raise
-    cls = getattr(module, class_name)
-    backend = cls(model, base_url=base_url) if kind == "vllm" else cls(model)
+    cls = BACKENDS.load(kind, where=f"model spec {spec!r}: ")
+    backend = cls(model, base_url=base_url) if kind == "vllm" else cls(model)  # type: ignore[call-arg]
     backend.spec = spec
     _instances[key] = backend
     return backend

@@ -24,9 +24,6 @@ from bestofn.backends.retry_after import capped_http_client
 from bestofn.errors import AuthError, BackendError, MissingExtraError
 from bestofn.records import Message, Usage
 
-DEFAULT_TIMEOUT = 120.0
-DEFAULT_MAX_RETRIES = 3
-
 
 def import_openai(what: str) -> Any:
     try:

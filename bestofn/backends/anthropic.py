@@ -25,18 +25,15 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Unpack
 
-from bestofn.backends.base import Backend, Completion, SamplingParams
+from bestofn.backends.base import Completion, SamplingParams
 from bestofn.backends.sdk_errors import typed_error as sdk_typed_error
-from bestofn.backends.limits import Limits, PerLoop, collect, fan_out
-from bestofn.backends.pricing import Price
+from bestofn.backends.limits import PerLoop, RemoteBackend, RemoteSettings, collect, fan_out
 from bestofn.backends.retry_after import capped_http_client
 from bestofn.errors import AuthError, BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
 
-DEFAULT_TIMEOUT = 120.0
-DEFAULT_MAX_RETRIES = 3
 TOOL_NAME = "output"
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop", "max_tokens": "length",
           "refusal": "refusal", "pause_turn": "length"}
@@ -84,8 +81,8 @@ def typed_error(exc: Exception, backend: str, model: str) -> Exception:
     return sdk_typed_error(_sdk(), exc, backend, model)
 
 
-class AnthropicBackend(Backend):
-    serial = False
+class AnthropicBackend(RemoteBackend):
+    prefix = "anthropic"
 
     def __init__(
         self,
@@ -93,24 +90,18 @@ class AnthropicBackend(Backend):
         *,
         client: Any = None,
         api_key: str | None = None,
-        base_url: str | None = None,
         json_mode: str = "auto",
         cache_system: bool = True,
         send_temperature: bool = False,
-        concurrency: int | None = None,
-        rpm: int | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        price: Price | None = None,
+        **settings: Unpack[RemoteSettings],
     ) -> None:
         if not model:
             raise ConfigError("the anthropic backend needs a model name: anthropic:MODEL, e.g. anthropic:claude-haiku-4-5")
         if json_mode not in JSON_MODES:
             raise ConfigError(f"anthropic:{model}: json_mode must be one of {', '.join(JSON_MODES)}, got {json_mode!r}")
         anthropic = _sdk()
-        self.model, self.spec, self.price = model, f"anthropic:{model}", price
+        super().__init__(model, **settings)
         self.json_mode, self.cache_system, self.send_temperature = json_mode, cache_system, send_temperature
-        self.limits = Limits(concurrency, rpm)
         if isinstance(client, (anthropic.AsyncAnthropic, anthropic.Anthropic)):
             self._client, self._own = client, None
         elif client is None:
@@ -119,8 +110,8 @@ class AnthropicBackend(Backend):
                 key = api_key or os.environ.get("ANTHROPIC_API_KEY")
                 if not key:
                     raise AuthError(self.spec, "no API key: set ANTHROPIC_API_KEY or pass api_key=")
-                return anthropic.AsyncAnthropic(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout,
-                                                http_client=capped_http_client(anthropic))
+                return anthropic.AsyncAnthropic(api_key=key, base_url=self.base_url, max_retries=self.max_retries,
+                                                timeout=self.timeout, http_client=capped_http_client(anthropic))
 
             self._client, self._own = None, PerLoop(make, lambda c: c.close())
         else:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
+from bestofn.backends.pricing import Price
 from bestofn.records import Message, Record, Usage
 
 
@@ -36,11 +37,27 @@ class Completion(Record):
 
 
 class Backend(ABC):
-    """A backend samples. `spec` is the string it was made from (`local`, `openai:gpt-4o-mini`, ...)."""
+    """A backend samples. `spec` is the string it was made from (`local`, `openai:gpt-4o-mini`, ...).
+
+    Only `sample` is required. The optional traits are declared here with their defaults; a backend overrides
+    the ones it has, and a wrapper (the call cache, the meter: `WrappedBackend`) reads its inner backend's.
+    """
 
     spec: str
+    #: the model name it asks for ("" where the spec says it all, or until a server names it: see `resolve`)
+    model: str = ""
+    #: the endpoint it talks to, where it talks to one (the call cache keys on it)
+    base_url: str | None = None
     #: True where calls run one at a time (an embedded model): callers order them for prefix-cache reuse.
     serial: bool = False
+    #: tokens the model's context holds (prompt and reply), where known: judges check their prompts against it
+    context_window: int | None = None
+    #: US dollars per million prompt and completion tokens, where given (else bestofn.backends.pricing's)
+    price: Price | None = None
+    #: False for a backend whose replies must never be cached (a scripted test double)
+    cacheable: bool = True
+    #: the backend a wrapper wraps; None for one that samples itself
+    inner: Backend | None = None
 
     @abstractmethod
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
@@ -52,5 +69,48 @@ class Backend(ABC):
         for index, completion in enumerate(await self.sample(messages, params)):
             yield index, completion
 
+    async def resolve(self) -> str | None:
+        """Learn what only the other side knows, before the first call (`vllm:` asks the server its flavour, and
+        so whether it is serial, and its model name when the spec names none). Default: nothing to learn."""
+        return None
+
+    async def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` by the model's own tokenizer; None where the backend has none (judges then estimate)."""
+        return None
+
     async def aclose(self) -> None:  # pragma: no cover - default: nothing to release
         return None
+
+
+class WrappedBackend(Backend):
+    """A backend around another (the call cache, the meter) that changes how calls are made, not what the
+    backend is: every trait is the inner backend's, read through each time (a server learns its flavour late).
+    A subclass overrides `sample` (and `sample_stream`)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner: Backend = inner
+
+    # read-only views of the inner backend's traits
+    spec = property(lambda self: self.inner.spec)  # type: ignore[assignment]
+    model = property(lambda self: self.inner.model)  # type: ignore[assignment]
+    base_url = property(lambda self: self.inner.base_url)  # type: ignore[assignment]
+    serial = property(lambda self: self.inner.serial)  # type: ignore[assignment]
+    context_window = property(lambda self: self.inner.context_window)  # type: ignore[assignment]
+    price = property(lambda self: self.inner.price)  # type: ignore[assignment]
+    cacheable = property(lambda self: self.inner.cacheable)  # type: ignore[assignment]
+
+    async def resolve(self) -> str | None:
+        return await self.inner.resolve()
+
+    async def count_tokens(self, text: str) -> int | None:
+        return await self.inner.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def innermost(backend: Backend) -> Backend:
+    """The backend under any wrappers: the one that samples."""
+    while backend.inner is not None:
+        backend = backend.inner
+    return backend

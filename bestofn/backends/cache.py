@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bestofn.backends.base import Backend, Completion, SamplingParams
+from bestofn.backends.base import Backend, Completion, SamplingParams, WrappedBackend
 from bestofn.sinks.locking import FileLock
 from bestofn.records import Message, sha256_hex
 
@@ -333,8 +333,8 @@ def call_key(backend: Backend, messages: list[Message], params: SamplingParams, 
         "bestofn-call",
         FORMAT,
         backend.spec,
-        getattr(backend, "model", None),
-        getattr(backend, "base_url", None),
+        backend.model or None,  # None, not "": the keys of backends that name no model stay as they were
+        backend.base_url,
         [m.model_dump() for m in messages],
         params.model_dump(exclude={"n"}),
         index,
@@ -345,29 +345,24 @@ def _hit(blob: str) -> Completion:
     return Completion.model_validate_json(blob).model_copy(update={"cached": True})
 
 
-class CachedBackend(Backend):
+class CachedBackend(WrappedBackend):
     """A Backend that answers from the cache when it can. Put it below the MeteredBackend so hits are counted.
 
     A backend with `cacheable = False` (e.g. a scripted test double) is passed through untouched.
     """
 
     def __init__(self, inner: Backend, cache: Cache):
-        self.inner, self.cache = inner, cache
-        self.spec = inner.spec
-
-    @property
-    def serial(self) -> bool:  # type: ignore[override]
-        return self.inner.serial
+        super().__init__(inner)
+        self.cache = cache
 
     async def _lookup(self, messages: list[Message], params: SamplingParams) -> tuple[list[str], dict[str, str]]:
-        resolve = getattr(self.inner, "resolve", None)
-        if resolve is not None and not getattr(self.inner, "model", "x"):
-            await resolve()  # a server backend that learns its model name from the server: key on that name
+        if not self.inner.model:
+            await self.inner.resolve()  # a server backend that learns its model name from the server: key on that name
         keys = [call_key(self.inner, messages, params, i) for i in range(params.n)]
         return keys, self.cache.get_many(keys)
 
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
-        if not getattr(self.inner, "cacheable", True):
+        if not self.inner.cacheable:
             return await self.inner.sample(messages, params)
         keys, found = await self._lookup(messages, params)
         if len(found) == len(keys):
@@ -387,7 +382,7 @@ class CachedBackend(Backend):
 
     async def sample_stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[tuple[int, Completion]]:
         """(sample index, completion) as each arrives; stored ones first, each new one stored on arrival."""
-        if not getattr(self.inner, "cacheable", True):
+        if not self.inner.cacheable:
             for index, completion in enumerate(await self.sample(messages, params)):
                 yield index, completion
             return
@@ -402,9 +397,6 @@ class CachedBackend(Backend):
                 continue
             self.cache.put_many({keys[index]: completion.model_copy(update={"cached": False}).model_dump_json()})
             yield index, completion
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def cached(backend: Backend, cache: Cache | None) -> Backend:

@@ -1,6 +1,9 @@
-"""What every remote backend shares: a concurrency limit, a requests-per-minute limit, and fan-out.
+"""What every remote backend shares: its settings, a concurrency limit, a requests-per-minute limit, fan-out.
 
 Retries are NOT here: the SDKs retry (with their retry-after handling), and that is the one retry loop.
+
+- `RemoteBackend`: the base of `openai:`, `vllm:` and `anthropic:`: the model, the settings they all take
+  (`RemoteSettings`: base_url, concurrency, rpm, max_retries, timeout, price) with their defaults, and the Limits.
 
 - `Limits(concurrency=64, rpm=None)`: an `asyncio.Semaphore` for calls in flight and an `aiolimiter`
   leaky bucket for requests per minute. Defaults come from `BESTOFN_CONCURRENCY` and `BESTOFN_RPM`.
@@ -15,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar, TypedDict
 
-from bestofn.backends.base import Completion
+from bestofn.backends.base import Backend, Completion
+from bestofn.backends.pricing import Price
 from bestofn.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 64
+DEFAULT_TIMEOUT = 120.0  # seconds per request, the SDK's timeout
+DEFAULT_MAX_RETRIES = 3  # the SDK's retries (retry-after honoured)
 
 
 def env_int(name: str, default: int | None) -> int | None:
@@ -78,6 +84,44 @@ class Limits:
     async def __aexit__(self, *exc: Any) -> None:
         assert self._semaphore is not None
         self._semaphore.release()
+
+
+class RemoteSettings(TypedDict, total=False):
+    """The keyword arguments every remote backend takes (the types of `**settings`; see RemoteBackend)."""
+
+    base_url: str | None
+    concurrency: int | None
+    rpm: int | None
+    max_retries: int
+    timeout: float
+    price: Price | None
+
+
+class RemoteBackend(Backend):
+    """The base of the backends that call an API (`openai:`, `vllm:`, `anthropic:`). A subclass takes its own
+    options (its client, key, JSON mode...) and passes the shared settings on, `**settings: Unpack[RemoteSettings]`;
+    it makes its SDK client from `base_url`, `max_retries` and `timeout` and runs each request inside
+    `async with self.limits`."""
+
+    #: the spec prefix: `openai`, `vllm`, `anthropic`
+    prefix: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,  # the endpoint (None: the SDK's own; `vllm:` reads BESTOFN_BASE_URL)
+        concurrency: int | None = None,  # calls in flight (None: BESTOFN_CONCURRENCY, else DEFAULT_CONCURRENCY)
+        rpm: int | None = None,  # requests per minute (None: BESTOFN_RPM, else no limit)
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        price: Price | None = None,  # US dollars per million prompt and completion tokens (None: pricing's table)
+    ) -> None:
+        self.model = model
+        self.spec = f"{self.prefix}:{model}" if model else self.prefix
+        self.base_url, self.price = base_url, price
+        self.max_retries, self.timeout = max_retries, timeout
+        self.limits = Limits(concurrency, rpm)
 
 
 class PerLoop:

@@ -11,50 +11,27 @@ schema allows; `top_logprobs` asks for logprobs; `seed` is passed through; usage
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
-from bestofn.backends._openai_wire import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    OpenAIChat,
-    json_schema_format,
-    make_client,
-    request_kwargs,
-)
-from bestofn.backends.base import Backend, Completion, SamplingParams
-from bestofn.backends.limits import Limits
-from bestofn.backends.pricing import Price
+from bestofn.backends._openai_wire import OpenAIChat, json_schema_format, make_client, request_kwargs
+from bestofn.backends.base import Completion, SamplingParams
+from bestofn.backends.limits import RemoteBackend, RemoteSettings
 from bestofn.errors import BackendError, ConfigError
 from bestofn.records import Message
 
 
-class OpenAIBackend(Backend):
-    serial = False
+class OpenAIBackend(RemoteBackend):
+    prefix = "openai"
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        client: Any = None,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        concurrency: int | None = None,
-        rpm: int | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        price: Price | None = None,
-    ) -> None:
+    def __init__(self, model: str, *, client: Any = None, api_key: str | None = None,
+                 **settings: Unpack[RemoteSettings]) -> None:
         if not model:
             raise ConfigError("the openai backend needs a model name: openai:MODEL, e.g. openai:gpt-4o-mini")
-        self.model = model
-        self.spec = f"openai:{model}"
-        self.price = price
+        super().__init__(model, **settings)
         if client is None:
-            client = partial(
-                make_client, self.spec, base_url=base_url, api_key=api_key,
-                max_retries=max_retries, timeout=timeout,
-            )
-        self.chat = OpenAIChat(self.spec, model, client, Limits(concurrency, rpm))
+            client = partial(make_client, self.spec, base_url=self.base_url, api_key=api_key,
+                             max_retries=self.max_retries, timeout=self.timeout)
+        self.chat = OpenAIChat(self.spec, model, client, self.limits)
 
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
         fmt = json_schema_format(params.json_schema) if params.json_schema is not None else None

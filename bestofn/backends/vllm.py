@@ -27,21 +27,18 @@ import os
 import warnings
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
 from bestofn.backends._openai_wire import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
     OpenAIChat,
     import_openai,
     json_object_format,
     json_schema_format,
     request_kwargs,
 )
-from bestofn.backends.base import Backend, Completion, SamplingParams
-from bestofn.backends.limits import Limits, collect, fan_out
+from bestofn.backends.base import Completion, SamplingParams
+from bestofn.backends.limits import Limits, RemoteBackend, RemoteSettings, collect, fan_out
 from bestofn.backends.retry_after import capped_http_client
-from bestofn.backends.pricing import Price
 from bestofn.errors import BackendError, ConfigError
 from bestofn.records import Message
 
@@ -67,37 +64,23 @@ def _status(exc: BaseException) -> int | None:
     return getattr(exc.__cause__, "status_code", None)
 
 
-class VLLMServerBackend(Backend):
-    def __init__(
-        self,
-        model: str = "",
-        *,
-        base_url: str | None = None,
-        client: Any = None,
-        api_key: str | None = None,
-        flavour: str | None = None,
-        concurrency: int | None = None,
-        rpm: int | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        price: Price | None = None,
-    ) -> None:
-        self.model = model
-        self.spec = f"vllm:{model}" if model else "vllm"
-        self.price = price
+class VLLMServerBackend(RemoteBackend):
+    prefix = "vllm"
+
+    def __init__(self, model: str = "", *, client: Any = None, api_key: str | None = None,
+                 flavour: str | None = None, **settings: Unpack[RemoteSettings]) -> None:
+        super().__init__(model, **settings)
         self.flavour = flavour or os.environ.get("BESTOFN_SERVER_FLAVOUR") or "auto"
         if self.flavour not in FLAVOURS:
             raise ConfigError(f"{self.spec}: unknown server flavour {self.flavour!r}; one of {', '.join(FLAVOURS)}")
         if client is None:
-            base_url = base_url or os.environ.get("BESTOFN_BASE_URL")
-            if not base_url:
+            self.base_url = self.base_url or os.environ.get("BESTOFN_BASE_URL")
+            if not self.base_url:
                 raise ConfigError(f"{self.spec} needs the server's URL: --base-url, base_url= or BESTOFN_BASE_URL")
             key = api_key or os.environ.get("BESTOFN_API_KEY") or "EMPTY"
-            client = partial(_make_client, base_url.rstrip("/"), key, max_retries, timeout)
-        self.base_url = base_url
-        self._concurrency = concurrency
-        self.chat = OpenAIChat(self.spec, model, client, Limits(concurrency, rpm))
-        self._rpm = rpm
+            client = partial(_make_client, self.base_url.rstrip("/"), key, self.max_retries, self.timeout)
+        self._concurrency = settings.get("concurrency")  # as asked: a llama-cpp-python server gets 1 unless set
+        self.chat = OpenAIChat(self.spec, model, client, self.limits)
         self._native_n: bool | None = None
         self._json: str | None = None
         self._resolved: str | None = None
@@ -114,7 +97,7 @@ class VLLMServerBackend(Backend):
         self._resolved = flavour
         self._native_n, self._json = TRAITS[flavour]
         if flavour == "llama-cpp" and self._concurrency is None:
-            self.chat.limits = Limits(1, self._rpm)
+            self.limits = self.chat.limits = Limits(1, self.limits.rpm)
 
     async def resolve(self) -> str:
         """The server's flavour (asks GET /v1/models once when `auto`); also fills in a missing model name."""
@@ -151,6 +134,9 @@ class VLLMServerBackend(Backend):
 
     # ----------------------------------------------------------------------------------- sampling
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
+        if params.n == 1:  # a judge's call: one request, no stream to collect (`sample_stream`'s n=1 path)
+            await self.resolve()
+            return (await self._request(messages, params, n=1, seed=params.seed))[:1]
         return await collect(self.sample_stream(messages, params), params.n)
 
     async def sample_stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[tuple[int, Completion]]:

@@ -1,23 +1,29 @@
-"""Judges by kind. A panel's TOML names the kind of each judge; this maps kinds to classes."""
+"""Judges by kind. A panel's TOML names the kind of each judge; `KINDS` maps kinds to Judge classes.
+
+A kind is one line in KINDS (`"name": "module:Class"`); third parties add theirs through the `bestofn.judges`
+entry point group, with no change here.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from bestofn.backends.base import Backend
-from bestofn.errors import ConfigError
-from bestofn.judging.base import DEFAULT_JUDGE_MAX_TOKENS, Judge, JudgeInput
-from bestofn.judging.compact import CompactJudge
-from bestofn.judging.listwise import ListwiseJudge
-from bestofn.judging.pairwise import PairwiseJudge
-from bestofn.judging.rubric import RubricJudge
 from bestofn.config.panel import JudgeConfig, Panel
+from bestofn.judging.base import DEFAULT_JUDGE_MAX_TOKENS, Judge, JudgeInput
+from bestofn.judging.compact import CompactJudge  # a rubric judge with criteria: several in one call
+from bestofn.registry import Registry
 
 __all__ = ["Judge", "JudgeInput", "KINDS", "build_judges"]
 
-KINDS: dict[str, type[Judge]] = {"rubric": RubricJudge, "pairwise": PairwiseJudge, "listwise": ListwiseJudge}
-from bestofn.judging.verifier import VerifierJudge  # noqa: E402
-KINDS["verifier"] = VerifierJudge
+#: judge kind -> Judge class
+KINDS: Registry[type[Judge]] = Registry("judge kind", "bestofn.judges", {
+    "rubric": "bestofn.judging.rubric:RubricJudge",
+    "pairwise": "bestofn.judging.pairwise:PairwiseJudge",
+    "listwise": "bestofn.judging.listwise:ListwiseJudge",
+    "verifier": "bestofn.judging.verifier:VerifierJudge",
+    "consensus": "bestofn.judging.consensus:ConsensusJudge",
+})
 
 
 def build_judges(
@@ -30,11 +36,9 @@ def build_judges(
     which overrides DEFAULT_JUDGE_MAX_TOKENS."""
     judges = []
     for config in panel.judges:
-        cls = KINDS.get(config.kind)
+        cls = KINDS.load(config.kind, where=f"panel {panel.name!r}: judge {config.name!r}: ")
         if config.kind == "rubric" and config.criteria:  # several criteria in one call per candidate
             cls = CompactJudge
-        if cls is None:
-            raise ConfigError(f"panel {panel.name!r}: judge {config.name!r} has kind {config.kind!r}, not supported yet")
         judges.append(
             cls(
                 config=config,

@@ -11,10 +11,10 @@ messages are measured against
 returns an `error` Verdict whose reason gives the sizes; the stored candidate text is never shortened.
 
 Measuring: the UTF-8 byte count bounds a byte-level tokenizer's count from above, so a prompt whose bytes fit
-needs no tokenizer. Otherwise a backend with `count_tokens(text)` (the local model: its own tokenizer) counts;
-for any other backend the count is estimated at one token per 3 bytes (English runs at about 4 characters a
-token, so this overestimates: it errs towards refusing). Each message adds `PER_MESSAGE` tokens of chat-template
-overhead.
+needs no tokenizer. Otherwise the backend's `count_tokens(text)` counts where it has a tokenizer (the local
+model); for any other backend the count is estimated at one token per 3 bytes (English runs at about 4
+characters a token, so this overestimates: it errs towards refusing). Each message adds `PER_MESSAGE` tokens of
+chat-template overhead.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import math
 from bestofn.backends.base import Backend
 from bestofn.backends.limits import env_int
 from bestofn.errors import BackendError
-from bestofn.backends.meter import innermost
 from bestofn.records import Message
 
 DEFAULT_MAX_INPUT_TOKENS = 32_000
@@ -38,7 +37,7 @@ class PromptTooLongError(BackendError):
 
 def budget_for(backend: Backend, max_tokens: int) -> tuple[int, str]:
     """(prompt tokens allowed, how that figure came about)."""
-    window = getattr(innermost(backend), "context_window", None)
+    window = backend.context_window
     cap = env_int("BESTOFN_JUDGE_MAX_INPUT_TOKENS", None)
     if window:
         budget, how = window - max_tokens, f"context {window} - max_tokens {max_tokens}"
@@ -60,11 +59,13 @@ async def prompt_tokens(backend: Backend, messages: list[Message], budget: int) 
     size = sum(_bytes(m.content) for m in messages) + overhead
     if size <= budget:
         return size, "bytes (an upper bound)"
-    counter = getattr(innermost(backend), "count_tokens", None)
-    if counter is not None:
-        counted = 0
-        for m in messages:
-            counted += await counter(m.content)
+    counted = 0
+    for m in messages:
+        tokens = await backend.count_tokens(m.content)
+        if tokens is None:  # no tokenizer
+            break
+        counted += tokens
+    else:
         return counted + overhead, "the model's tokenizer"
     estimate = sum(math.ceil(_bytes(m.content) / BYTES_PER_TOKEN) for m in messages) + overhead
     return estimate, f"estimated at {BYTES_PER_TOKEN} bytes a token"

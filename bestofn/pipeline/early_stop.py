@@ -96,8 +96,9 @@ async def sample_in_waves(
         if winner is not None:
             break
     skipped = n - len(candidates)
-    per_candidate_calls = (meter.calls + meter.cache_hits) / max(1, len(candidates))
-    per_candidate_tokens = (meter.prompt_tokens + meter.completion_tokens) / max(1, len(candidates))
+    spent = meter.spend
+    per_candidate_calls = (spent.calls + spent.cache_hits) / max(1, len(candidates))
+    per_candidate_tokens = spent.tokens / max(1, len(candidates))
     report = {
         "threshold": threshold,
         "wave_size": size,

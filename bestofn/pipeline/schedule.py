@@ -13,8 +13,7 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from bestofn.backends.base import Backend
-from bestofn.backends.meter import innermost
+from bestofn.backends.base import Backend, innermost
 from bestofn.judging import Judge, JudgeInput
 from bestofn.pipeline.generate import mark_duplicates, stream_candidates
 from bestofn.records import Candidate, Verdict
@@ -26,7 +25,8 @@ Progress = Callable[[str, int, int], None]
 async def judge_all(
     judges: list[Judge], item: JudgeInput, candidates: list[Candidate], progress: Progress | None = None
 ) -> list[Verdict]:
-    """Run every judge on the unique candidates. Pointwise calls are submitted judge by judge, candidate last,
+    """Run every judge on the unique candidates (a judge that counts copies, consensus, on all of them).
+    Pointwise calls are submitted judge by judge, candidate last,
     so that a serial backend (llama.cpp) reuses the KV cache of the shared rubric-and-question prefix."""
     unique = [c for c in candidates if c.duplicate_of is None]
     jobs = []
@@ -34,7 +34,7 @@ async def judge_all(
         if judge.pointwise:
             jobs.extend(judge.judge(item, [c]) for c in unique)
         else:
-            jobs.append(judge.judge(item, unique))
+            jobs.append(judge.judge(item, candidates if judge.sees_duplicates else unique))
     done, total = 0, len(jobs)
     if progress:
         progress("judge", 0, total)
@@ -105,7 +105,7 @@ async def generate_and_judge(
             if judge.pointwise:
                 tasks.extend(asyncio.ensure_future(run(judge, [c])) for c in unique)
             else:
-                tasks.append(asyncio.ensure_future(run(judge, unique)))
+                tasks.append(asyncio.ensure_future(run(judge, candidates if judge.sees_duplicates else unique)))
         if progress:
             progress("judge", done, len(tasks))
         results = await asyncio.gather(*tasks)
@@ -123,7 +123,7 @@ async def generate_and_judge(
 
 
 async def _settle(backends: list[Backend]) -> None:
-    """Await `resolve()` on the backends that have one (e.g. `vllm:` asks the server its flavour); a failure
-    here is left for the real call to report."""
-    found = {id(b): b for b in map(innermost, backends) if callable(getattr(b, "resolve", None))}
-    await asyncio.gather(*(b.resolve() for b in found.values()), return_exceptions=True)  # type: ignore[attr-defined]
+    """Await `resolve()` once per backend (e.g. `vllm:` asks the server its flavour; most have nothing to learn);
+    a failure here is left for the real call to report."""
+    unique = {id(b): b for b in map(innermost, backends)}
+    await asyncio.gather(*(b.resolve() for b in unique.values()), return_exceptions=True)

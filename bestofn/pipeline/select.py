@@ -129,12 +129,7 @@ async def aselect(
         best=best,
         pairs=pairs,
         cost=Cost(
-            calls=meter.calls,
-            prompt_tokens=meter.prompt_tokens,
-            completion_tokens=meter.completion_tokens,
-            cache_hits=meter.cache_hits,
-            usd=None if meter.usd is None else round(meter.usd, 6),
-            unpriced_calls=meter.unpriced_calls,
+            **meter.spend.model_dump(),
             seconds=round(judged - started, 3),
             generation_seconds=round(generated - started, 3),
             judging_seconds=round(judged - generated, 3),

@@ -11,6 +11,11 @@ Formats (every row has a stable `id`, so a build can write each row exactly once
   `label` (true for a chosen answer, false for a rejected one), `score`, `candidate_id`, `prompt_id`,
   `strategy`, `generator`, `panel`, `seed`. Each answer appears once; one that is chosen in one pair and
   rejected in another (all-pairs) is left out as ambiguous.
+- `sft`: one row per prompt, TRL's conversational SFT format (best-of-n distillation, a.k.a. rejection-sampling
+  fine-tuning): `id`, `prompt_id`, `messages` (the prompt's messages, then the best answer as an assistant
+  turn), `score`, `candidate_id`, `generator`, `panel`, `seed`. A prompt gives no row when its best scores below
+  `min_score` (the normalised aggregate, 0 to 1) or is not in the panel's top tier: vetoed or without a valid
+  safety verdict (as for pairs), failed or unchecked by a gate (verifier-first), or content-free (`sft_skip`).
 - `full`: one row per prompt, like UltraFeedback: `id`, `prompt_id`, `prompt`, `metadata`, `candidates`
   (each with `score`, `rank` and per-judge `ratings`), `verdicts`, `ranking`, `best_id`, `pairs`, `judges`,
   `generator`, `panel`, `seed`, `skipped_reason`.
@@ -30,7 +35,7 @@ from bestofn.errors import ConfigError, MissingExtraError
 from bestofn.sinks.jsonl import replace_atomically
 from bestofn.records import Message, messages_id, sha256_hex
 
-FORMATS: tuple[str, ...] = ("trl-conversational", "trl", "kto", "full")
+FORMATS: tuple[str, ...] = ("trl-conversational", "trl", "kto", "sft", "full")
 SUFFIXES = (".jsonl", ".parquet")
 PAIR_FIELDS = ("score_chosen", "score_rejected", "margin", "strategy", "judges", "template_sha256", "generator",
                "panel", "seed")
@@ -95,6 +100,45 @@ def _kto_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def sft_skip(record: dict[str, Any], min_score: float = 0.0) -> str | None:
+    """Why a finished prompt gives no `sft` row (None: it gives one), from its Selection's tiers."""
+    sel = record["selection"]
+    best = sel["best"]
+    if best is None:
+        return "no rankable candidate (judge quorum not met)"
+    stats, cid = sel.get("stats") or {}, best["id"]
+    if cid in stats.get("vetoed", ()) or cid in stats.get("safety_flagged", ()):
+        return "best candidate vetoed or unchecked by the safety judge"
+    gate = stats.get("gate") or {}
+    if cid in gate.get("failed", ()) or cid in gate.get("unchecked", ()):
+        return "best candidate failed or was unchecked by a gate"
+    if cid in (stats.get("content_free") or {}):
+        return "best candidate content-free"
+    score = sel["scores"].get(cid)
+    if score is None:
+        return "best candidate ranked but not scored"
+    if score < min_score:
+        return f"best score below --min-score {min_score:g}"
+    return None
+
+
+def _sft_rows(record: dict[str, Any], min_score: float) -> list[dict[str, Any]]:
+    if sft_skip(record, min_score) is not None:
+        return []
+    sel = record["selection"]
+    best = sel["best"]
+    return [{
+        "id": sha256_hex("sft", messages_id([_msg(m) for m in sel["prompt"]]), best["id"]),
+        "prompt_id": record["prompt_id"],
+        "messages": [*sel["prompt"], {"role": "assistant", "content": best["text"]}],
+        "score": sel["scores"][best["id"]],
+        "candidate_id": best["id"],
+        "generator": record["generator"],
+        "panel": sel["panel"],
+        "seed": record["seed"],
+    }]
+
+
 def _msg(m: dict[str, Any]) -> Message:
     return Message.model_validate(m)
 
@@ -139,14 +183,16 @@ def _full_row(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rows_for(fmt: str, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows one finished prompt contributes to an export (a build journal's record)."""
+def rows_for(fmt: str, record: dict[str, Any], *, min_score: float = 0.0) -> list[dict[str, Any]]:
+    """The rows one finished prompt contributes to an export (a build journal's record); `min_score`: `sft`'s."""
     if fmt == "trl-conversational":
         return _pair_rows(record, plain=False)
     if fmt == "trl":
         return _pair_rows(record, plain=True)
     if fmt == "kto":
         return _kto_rows(record)
+    if fmt == "sft":
+        return _sft_rows(record, min_score)
     if fmt == "full":
         return [_full_row(record)]
     raise ConfigError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

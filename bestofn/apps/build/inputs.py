@@ -129,6 +129,21 @@ def _messages(value: Any, column: str) -> list[Message]:
     return out
 
 
+def constraints_of(record: dict[str, Any], cols: Columns) -> dict[str, Any]:
+    """A record's constraints: its constraints column (an object, or JSON text) plus IFEval's own columns."""
+    constraints = record.get(cols.constraints)
+    if isinstance(constraints, str) and constraints.strip():
+        try:
+            constraints = json.loads(constraints)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{cols.constraints}: not a JSON object ({exc.msg})") from exc
+    if constraints in (None, ""):
+        constraints = {}
+    if not isinstance(constraints, dict):
+        raise ValueError(f"{cols.constraints}: expected an object, got {type(constraints).__name__}")
+    return {**constraints, **{k: record[k] for k in IFEVAL_KEYS if record.get(k) is not None}}
+
+
 def _parse(record: Any, number: int, cols: Columns) -> PromptRow:
     if not isinstance(record, dict):
         raise ValueError(f"expected an object with a {cols.prompt!r} or {cols.messages!r} field, got {type(record).__name__}")
@@ -157,18 +172,7 @@ def _parse(record: Any, number: int, cols: Columns) -> PromptRow:
     if reference is not None and not isinstance(reference, str):
         raise ValueError(f"{cols.reference}: expected a string, got {type(reference).__name__}")
 
-    constraints = record.get(cols.constraints)
-    if isinstance(constraints, str) and constraints.strip():
-        try:
-            constraints = json.loads(constraints)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{cols.constraints}: not a JSON object ({exc.msg})") from exc
-    if constraints in (None, ""):
-        constraints = {}
-    if not isinstance(constraints, dict):
-        raise ValueError(f"{cols.constraints}: expected an object, got {type(constraints).__name__}")
-    constraints = {**constraints, **{k: record[k] for k in IFEVAL_KEYS if record.get(k) is not None}}
-
+    constraints = constraints_of(record, cols)
     used = {cols.prompt, cols.messages, cols.id, cols.reference, cols.constraints, *IFEVAL_KEYS}
     metadata = {k: v for k, v in record.items() if k not in used}
     return PromptRow(rid, messages, number, reference or None, constraints, metadata, given)

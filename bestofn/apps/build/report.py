@@ -7,33 +7,21 @@ import time
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bestofn.backends.meter import describe_cost
-from bestofn.records import Selection
+from bestofn.records import Selection, Spend
 
 
-class RunCost(BaseModel):
-    calls: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usd: float | None = None  # over the priced calls only
-    unpriced_calls: int = 0  # the calls `usd` leaves out
+class RunCost(Spend):
+    """A build run's Spend (every selection's cost added up) and how long the run took."""
+
+    model_config = ConfigDict(frozen=False)  # the runner sets `seconds` when the run ends
+
     seconds: float = 0.0
-
-    def add(self, selection: Selection) -> None:
-        c = selection.cost
-        self.calls += c.calls
-        self.cache_hits += c.cache_hits
-        self.prompt_tokens += c.prompt_tokens
-        self.completion_tokens += c.completion_tokens
-        self.unpriced_calls += c.unpriced_calls
-        if c.usd is not None:
-            self.usd = round((self.usd or 0.0) + c.usd, 6)
 
 
 class BuildSummary(BaseModel):
@@ -118,7 +106,7 @@ class BuildProgress:
     """prompts done / total, rate, ETA, calls, cache hits, tokens, cost, failures (stderr; off when not a tty)."""
 
     def __init__(self, console: Console, total: int, done: int, enabled: bool = True):
-        self.cost = RunCost()
+        self.spend = Spend()
         self.failures = 0
         self.started = time.perf_counter()
         self.done_now = 0
@@ -136,17 +124,20 @@ class BuildProgress:
     def __exit__(self, *exc: Any) -> None:
         self.bar.stop()
 
+    @property
+    def cost(self) -> RunCost:
+        return RunCost(**self.spend.model_dump())
+
     def finished(self, selection: Selection | None, failed: bool = False) -> None:
         if selection is not None:
-            self.cost.add(selection)
+            self.spend += selection.cost
         if failed:
             self.failures += 1
         else:
             self.done_now += 1
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        c = self.cost
-        money = describe_cost(c.usd, c.calls, c.unpriced_calls)
-        stats = (f"calls {c.calls} (hits {c.cache_hits}) tokens {c.prompt_tokens + c.completion_tokens} {money}"
+        c = self.spend
+        stats = (f"calls {c.calls} (hits {c.cache_hits}) tokens {c.tokens} {describe_cost(c)}"
                  f" failures {self.failures}")
         self.bar.update(self.task, advance=0 if failed else 1, rate=f"{self.done_now / elapsed * 60:.1f}/min",
                         stats=stats)
@@ -168,7 +159,7 @@ def print_summary(console: Console, s: BuildSummary) -> None:
         table.add_row("judges vs pairs", ", ".join(f"{j} {a:.0%}" for j, a in s.judge_vs_pairs.items()))
     c = s.cost
     table.add_row("cost (this run)", f"{c.calls} calls, {c.cache_hits} cache hits, "
-                  f"{c.prompt_tokens}+{c.completion_tokens} tokens, {describe_cost(c.usd, c.calls, c.unpriced_calls)}, "
+                  f"{c.prompt_tokens}+{c.completion_tokens} tokens, {describe_cost(c)}, "
                   f"{c.seconds:.1f}s")
     console.print(table)
     for line in s.input_issues[:10]:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from bestofn.apps.build.report import BuildProgress, BuildSummary, print_summary
 from bestofn.backends.cache import Cache, resolve_cache
 from bestofn.errors import BestofnError, ConfigError
 from bestofn.sinks import jsonl
-from bestofn.sinks.export import check_output, rows_for, write_rows
+from bestofn.sinks.export import check_output, rows_for, sft_skip, write_rows
 from bestofn.ranking.pairs import STRATEGIES
 from bestofn.config.panel import Panel, load_panel
 from bestofn.records import Selection
@@ -50,6 +51,7 @@ class BuildError(BestofnError):
 @dataclass
 class BuildOptions:
     format: str = "trl-conversational"
+    min_score: float = 0.0  # sft: the best's normalised aggregate score a prompt needs to give a row
     strategy: str = "best-worst"
     n: int = DEFAULT_N
     model: str | Backend = "local"
@@ -74,6 +76,8 @@ class BuildOptions:
             raise ConfigError(f"--on-error must be skip or stop, got {self.on_error!r}")
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"--min-score must be between 0 and 1 (a normalised score), got {self.min_score}")
 
 
 def _settings(opts: BuildOptions, panel: Panel) -> dict[str, Any]:
@@ -113,8 +117,8 @@ def _no_pair_reason(selection: Selection, never_chosen: set[str], margin: float)
 class _Writer:
     """Journal commits and output appends, on one thread, in order: commit first, then append."""
 
-    def __init__(self, journal: Journal, out: Path, fmt: str, seen: set[str]):
-        self.journal, self.out, self.fmt, self.seen = journal, out, fmt, seen
+    def __init__(self, journal: Journal, out: Path, fmt: str, seen: set[str], min_score: float = 0.0):
+        self.journal, self.out, self.fmt, self.seen, self.min_score = journal, out, fmt, seen, min_score
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bestofn-journal")
         self.append = out.suffix.lower() == ".jsonl"
 
@@ -122,7 +126,7 @@ class _Writer:
         self.journal.commit(row.id, row.line, record=record, info=info, reason=reason)
         if self.append:
             lines = []
-            for r in rows_for(self.fmt, record):
+            for r in rows_for(self.fmt, record, min_score=self.min_score):
                 if r["id"] not in self.seen:
                     self.seen.add(r["id"])
                     lines.append(r)
@@ -138,13 +142,13 @@ class _Writer:
         self.pool.shutdown(wait=True)
 
 
-def rewrite_output(journal: Journal, out: Path, fmt: str) -> tuple[int, set[str]]:
+def rewrite_output(journal: Journal, out: Path, fmt: str, min_score: float = 0.0) -> tuple[int, set[str]]:
     """The output file from the journal, in input order, each row key once (atomic replace)."""
     seen: set[str] = set()
 
     def rows():
         for record in journal.records():
-            for r in rows_for(fmt, record):
+            for r in rows_for(fmt, record, min_score=min_score):
                 if r["id"] not in seen:
                     seen.add(r["id"])
                     yield r
@@ -182,14 +186,19 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
         pending = [r for r in inputs.rows if r.id not in finished]
         seen: set[str] = set()
         if out.suffix.lower() == ".jsonl":  # repair what a killed run left behind (Parquet: written at the end)
-            _, seen = rewrite_output(journal, out, opts.format)
+            _, seen = rewrite_output(journal, out, opts.format, opts.min_score)
         if pending:
             cache = resolve_cache(opts.cache)
             await _run(pending, opts, panel, margin, cache, journal, out, seen, summary, console, progress)
-        count, _ = rewrite_output(journal, out, opts.format)
+        count, _ = rewrite_output(journal, out, opts.format, opts.min_score)
         summary.rows = count
         summary.cost.seconds = round(time.perf_counter() - started, 3)
-        summarise(summary, [info for pid, status, _, info in journal.infos() if status == "done" and pid in wanted])
+        infos = [info for pid, status, _, info in journal.infos() if status == "done" and pid in wanted]
+        if opts.format == "sft":  # its rows are not pairs: why a prompt gives none, under this run's --min-score
+            infos = [{**info, "reason": None} for info in infos]
+            skips = Counter(sft_skip(r, opts.min_score) for r in journal.records() if r["prompt_id"] in wanted)
+            summary.skipped.update({f"no row: {why}": k for why, k in skips.items() if why})
+        summarise(summary, infos)
     finally:
         journal.close()
     if summary.stopped:
@@ -200,7 +209,7 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
 async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margin: float, cache: Cache | None,
                journal: Journal, out: Path, seen: set[str], summary: BuildSummary, console: Console,
                progress: bool) -> None:
-    writer = _Writer(journal, out, opts.format, seen)
+    writer = _Writer(journal, out, opts.format, seen, opts.min_score)
     queue: asyncio.Queue[PromptRow] = asyncio.Queue()
     for row in pending:
         queue.put_nowait(row)

@@ -1,6 +1,6 @@
 """`bestofn ab GOLD --a PANEL --b PANEL`: two judge panels against human labels, with baselines and intervals.
 
-Registered in bestofn/cli.py as `app.command("ab")(ab)`.
+Registered in bestofn/apps/cli/main.py as `app.command("ab")(ab)`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bestofn.apps.cli.options import BaseUrl, JudgeMaxTokens, JudgeModel, Json, NoCache, Seed, with_help
+
 
 def ab(
     gold: Path = typer.Argument(..., help="Labelled data: an LLMBar folder or dataset.json, a BIG-bench HHH "
@@ -24,15 +26,13 @@ def ab(
     report: Optional[Path] = typer.Option(None, "--report", help="Write index.html, report.json and a per-item "
                                           "journal here (a rerun resumes from the journal)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per subset (a seeded sample)."),
-    seed: int = typer.Option(0, "--seed"),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model for every judge of both panels "
-                                              "(default: each panel's own, else local)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", envvar="BESTOFN_BASE_URL",
-                                           help="Base URL for vllm: specs."),
-    judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
-                                                   help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the call cache."),
-    as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON on stdout."),
+    seed: Seed = 0,
+    judge_model: with_help(
+        JudgeModel, "Model for every judge of both panels (default: each panel's own, else local).") = None,
+    base_url: BaseUrl = None,
+    judge_max_tokens: JudgeMaxTokens = None,
+    no_cache: NoCache = False,
+    as_json: with_help(Json, "Print every figure as JSON on stdout.") = False,
 ) -> None:
     """A/B test two judge panels against human labels."""
     from bestofn.apps.ab import run_ab

@@ -17,6 +17,10 @@ from rich.table import Table
 from bestofn.apps.cli.ab import ab
 from bestofn.apps.cli.build import build
 from bestofn.apps.cli.doctor import doctor
+from bestofn.apps.cli.options import (
+    BaseUrl, Debug, JudgeMaxTokens, JudgeModel, Json, Log, MaxTokens, Model, N, NoCache, PairMargin, Panel, Seed,
+    Temperature, with_help,
+)
 from bestofn.apps.cli.rerank import rerank
 from bestofn.apps.cli.serve import serve
 from bestofn.errors import BestofnError
@@ -39,35 +43,28 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
 
-ModelOpt = typer.Option("local", "--model", help="Generator: local, local:PATH.gguf, openai:M, vllm:M, anthropic:M.")
-JudgeModelOpt = typer.Option(None, "--judge-model", help="Model for every judge (default: the panel's, else local).")
-PanelOpt = typer.Option("default", "--panel", help="A built-in panel name or a path to a panel TOML.")
-BaseUrlOpt = typer.Option(None, "--base-url", envvar="BESTOFN_BASE_URL", help="Base URL for vllm: specs.")
-SeedOpt = typer.Option(0, "--seed")
-
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+def _root(debug: Debug = False) -> None:
     _state["debug"] = debug
 
 
 @app.command()
 def run(
     prompt: str = typer.Argument(..., help="The user prompt."),
-    n: int = typer.Option(4, "-n", help="Candidates to sample (1-64)."),
-    model: str = ModelOpt,
-    judge_model: Optional[str] = JudgeModelOpt,
-    panel: str = PanelOpt,
-    base_url: Optional[str] = BaseUrlOpt,
-    seed: int = SeedOpt,
-    max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Generation token limit."),
-    judge_max_tokens: Optional[int] = typer.Option(None, "--judge-max-tokens", min=16,
-                                                   help="Judge token limit; overrides every judge's TOML max_tokens (default: the TOML's, else 384)."),
-    temperature: float = typer.Option(DEFAULT_TEMPERATURE, "--temperature"),
-    pair_margin: Optional[float] = typer.Option(None, "--pair-margin", help="Override the panel's pair_margin."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole Selection as JSON."),
-    log: Optional[Path] = typer.Option(None, "--log", help="Append preference pairs to this JSONL file."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the call cache."),
+    n: N = 4,
+    model: Model = "local",
+    judge_model: JudgeModel = None,
+    panel: Panel = "default",
+    base_url: BaseUrl = None,
+    seed: Seed = 0,
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS,
+    judge_max_tokens: JudgeMaxTokens = None,
+    temperature: Temperature = DEFAULT_TEMPERATURE,
+    pair_margin: PairMargin = None,
+    as_json: with_help(Json, "Print the whole Selection as JSON.") = False,
+    log: Log = None,
+    no_cache: NoCache = False,
     reference: Optional[str] = typer.Option(None, "--reference", help="A reference answer for the judges."),
     constraints: Optional[str] = typer.Option(
         None, "--constraints", help='JSON for verifier judges, e.g. \'{"answer": "72"}\' or IFEval\'s '
@@ -162,7 +159,7 @@ def _print_selection(selection: Selection, log: Optional[Path]) -> None:
     from bestofn.backends.meter import describe_cost  # the money beside the calls it leaves out
 
     err.print(f"calls {cost.calls}, tokens {cost.prompt_tokens}+{cost.completion_tokens}, "
-              f"{describe_cost(cost.usd, cost.calls, cost.unpriced_calls)}, "
+              f"{describe_cost(cost)}, "
               f"{cost.seconds:.1f}s (generation {cost.generation_seconds:.1f}s, judging {cost.judging_seconds:.1f}s)"
               + (f"; {len(selection.pairs)} pair(s) appended to {log}" if log else ""))
     if selection.stats.get("vetoed") and selection.best and selection.best.id in selection.stats["vetoed"]:

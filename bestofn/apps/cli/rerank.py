@@ -2,7 +2,7 @@
 
 DOCS.jsonl holds one document a line: `{"id"?, "text", ...}` (any other keys ride along), or a JSON string.
 Prints a table (rank, index, score, id, text), or with --json only `{"results": [{"index", "relevance_score",
-"document"}, ...], "meta": {...}}`. Registered in bestofn/cli.py as `app.command("rerank")(rerank)`.
+"document"}, ...], "meta": {...}}`. Registered in bestofn/apps/cli/main.py as `app.command("rerank")(rerank)`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bestofn.sinks import jsonl
-from bestofn.errors import ConfigError
+from bestofn.apps.cli.options import BaseUrl, Json, Model, NoCache, Seed, with_help
 from bestofn.apps.rerank.api import DEFAULT_METHOD
+from bestofn.errors import ConfigError
+from bestofn.sinks import jsonl
 
 METHOD_HELP = ("llm-pointwise (default: works offline on the local model), llm-listwise, bi-encoder, "
                "cross-encoder, cascade (bi-encoder then an LLM stage; see --stages).")
@@ -42,7 +43,7 @@ def rerank(
     docs: Path = typer.Option(..., "--docs", help="JSONL: one {\"id\"?, \"text\", ...} object (or string) a line."),
     top_n: Optional[int] = typer.Option(None, "--top-n", min=1, help="Return the best K (default: all)."),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=METHOD_HELP),
-    model: str = typer.Option("local", "--model", help="Backend for LLM methods: local, openai:M, vllm:M, ..."),
+    model: with_help(Model, "Backend for LLM methods: local, openai:M, vllm:M, ...") = "local",
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Local model folder for bi-/cross-encoder "
                                            "(bi-encoder default: the packaged all-MiniLM-L6-v2)."),
     stages: Optional[str] = typer.Option(None, "--stages", help="Cascade stages METHOD:K,... "
@@ -50,11 +51,10 @@ def rerank(
     template: Optional[str] = typer.Option(None, "--template", help="Own LLM prompt: a built-in name or a "
                                            ".md.j2 path (default relevance.v1 / rerank_listwise.v1)."),
     text_field: str = typer.Option("text", "--text-field", help="The documents' text key."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", envvar="BESTOFN_BASE_URL",
-                                           help="Base URL for vllm: specs."),
-    seed: int = typer.Option(0, "--seed"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
-    as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...], \"meta\": {...}} only."),
+    base_url: BaseUrl = None,
+    seed: Seed = 0,
+    no_cache: with_help(NoCache, "Neither read nor write the cache.") = False,
+    as_json: with_help(Json, 'Print {"results": [...], "meta": {...}} only.') = False,
 ) -> None:
     """Rerank documents for a query (RAG): best first, Cohere-shaped results."""
     from bestofn.apps.rerank.api import rerank as run_rerank

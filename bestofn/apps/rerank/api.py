@@ -36,7 +36,7 @@ from bestofn.backends import load_backend
 from bestofn.backends.base import Backend
 from bestofn.backends.cache import Cache, resolve_cache
 from bestofn.errors import BackendError, ConfigError
-from bestofn.records import Record
+from bestofn.records import Record, Spend
 from bestofn.apps.rerank.base import Ranker
 from bestofn.apps.rerank.cascade import DEFAULT_CASCADE, StageReport, parse_stages, run_stages
 from bestofn.sync import run_sync
@@ -162,9 +162,10 @@ async def arerank(
         raise BackendError(last.model, f"{last.method}: no document got a valid score"
                            + (f" (first problem: {last.problems[0]})" if last.problems else ""))
     results = [RerankResult(index=i, relevance_score=score, document=docs[i]) for i, score in ranked]
+    spent = sum(reports, Spend())
     meta = RerankMeta(
         method=method, model=reports[-1].model if reports else str(model), documents=len(docs), returned=len(results),
-        cache_hits=sum(r.cache_hits for r in reports), llm_calls=sum(r.llm_calls for r in reports),
+        cache_hits=spent.cache_hits, llm_calls=spent.calls,
         failed=sum(1 for r in results if r.relevance_score is None), seconds=round(time.perf_counter() - started, 4),
         stages=reports,
     )

@@ -6,19 +6,20 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from bestofn.backends.meter import Meter
+
 
 @dataclass
 class RankerStats:
-    """Counted per reranker: documents scored by a model, answered from the cache, or left without a score."""
+    """Counted per reranker: documents scored by a model or left without a score, and in `meter` its Spend: the
+    LLM calls, tokens and money (an LLM ranker's backend records there) and the cache hits (an LLM ranker's calls
+    answered from the call cache; an encoder's documents whose score was cached)."""
 
     scored: int = 0
-    cache_hits: int = 0
     failed: int = 0
-    llm_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     batches: int = 0  # encoder forward batches
     problems: list[str] = field(default_factory=list)  # why a document or a window failed, one line each
+    meter: Meter = field(default_factory=Meter)
 
 
 class Ranker(ABC):

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from bestofn.errors import ConfigError
-from bestofn.records import Record
+from bestofn.records import Spend
 from bestofn.apps.rerank.base import Ranker
 
 DEFAULT_CASCADE = "bi-encoder:20,llm-pointwise"
@@ -45,19 +45,16 @@ def parse_stages(spec: str, methods: tuple[str, ...]) -> list[Stage]:
     return stages
 
 
-class StageReport(Record):
-    """One stage's work: documents in and kept, what was scored, cached, failed, called and how long it took."""
+class StageReport(Spend):
+    """One stage's work: documents in and kept, what was scored and failed, its Spend (LLM calls, cache hits,
+    tokens, money: bestofn.apps.rerank.base.RankerStats) and how long it took."""
 
     method: str
     model: str
     input: int
     kept: int
     scored: int = 0
-    cache_hits: int = 0
     failed: int = 0
-    llm_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     batches: int = 0
     passes: int | None = None  # llm-listwise
     windows: int | None = None  # llm-listwise window calls (re-asks not counted)
@@ -98,9 +95,9 @@ def _report(ranker: Ranker, given: int, kept: int, seconds: float) -> StageRepor
     s = ranker.stats
     log = getattr(ranker, "log", None)
     return StageReport(
-        method=ranker.method, model=ranker.model, input=given, kept=kept, scored=s.scored, cache_hits=s.cache_hits,
-        failed=s.failed, llm_calls=s.llm_calls, prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
-        batches=s.batches, passes=log.passes if log else None, windows=log.windows if log else None,
+        **s.meter.spend.model_dump(), method=ranker.method, model=ranker.model, input=given, kept=kept,
+        scored=s.scored, failed=s.failed, batches=s.batches,
+        passes=log.passes if log else None, windows=log.windows if log else None,
         reasked=log.reasked if log else None, repaired=log.repaired if log else None, problems=s.problems[:5],
         seconds=round(seconds, 4),
     )

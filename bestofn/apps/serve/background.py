@@ -1,14 +1,11 @@
-"""Work kept off a request's path, for `bestofn.wrap` and `bestofn serve`.
-
-- `BackgroundSink(log)`: preference pairs written by one background thread (a JSONL path becomes a
-  `PreferenceLog`; any object with `write(pairs)` works); `flush()` blocks until everything submitted is
-  written; every sink is flushed at interpreter exit.
-- `Portal()`: one event loop in a daemon thread, on which sync callers run coroutines.
+"""Work kept off a request's path, for `bestofn.wrap` and `bestofn serve`: `BackgroundSink(log)`, preference
+pairs written by one background thread (a JSONL path becomes a `PreferenceLog`; any object with `write(pairs)`
+works); `flush()` blocks until everything submitted is written; every sink is flushed at interpreter exit.
+(The event loop of wrapped sync clients is bestofn.sync.Portal.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import queue
@@ -82,44 +79,3 @@ class BackgroundSink:
 def _flush_sinks() -> None:
     for sink in list(BackgroundSink._all):
         sink.close()
-
-
-# ------------------------------------------------------------------------------------------------ portal
-
-
-class Portal:
-    """One event loop in a daemon thread, for sync clients: works from any thread, inside a running loop too
-    (a notebook), and keeps per-loop HTTP clients of judge backends alive between calls."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _serve(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    def run(self, coro: Any) -> Any:
-        with self._lock:
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-                threading.Thread(target=self._serve, args=(self.loop,), name="bestofn-portal", daemon=True).start()
-            loop = self.loop
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
-
-    def close(self) -> None:
-        """Close what the loop's async generators hold (per-loop HTTP clients), then stop the loop."""
-        with self._lock:
-            loop, self.loop = self.loop, None
-        if loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)

@@ -1,9 +1,10 @@
 """The chat APIs' wire shapes, shared by `bestofn.wrap` and `bestofn serve`: requests in, responses out.
 
 In: an OpenAI Chat Completions request (or an Anthropic Messages request) becomes our messages, generation
-parameters and per-request `bestofn` options. Parameters best-of-n cannot honour (tools, response formats,
-stop sequences, logprobs, ...) are refused with a clear error rather than silently dropped; parameters that
-do not change the text (user, metadata, store, ...) are accepted and ignored.
+parameters and the per-request `bestofn` object (checked and merged in bestofn.apps.options). Parameters
+best-of-n cannot honour (tools, response formats, stop sequences, logprobs, ...) are refused with a clear
+error rather than silently dropped; parameters that do not change the text (user, metadata, store, ...) are
+accepted and ignored.
 
 Out: a Selection becomes a `chat.completion` (choices: the top of the ranking, then any unranked candidates in
 sampling order), `chat.completion.chunk`s, an Anthropic `message` or its stream events, as plain dicts that
@@ -19,11 +20,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from bestofn.errors import ConfigError
 from bestofn.records import Candidate, Message, Selection, as_messages
-from bestofn.pipeline.select import MAX_N
 
 #: OpenAI request fields that do not change the answer's text: accepted, ignored
 OPENAI_IGNORED = frozenset({"user", "metadata", "store", "safety_identifier", "service_tier", "prompt_cache_key",
@@ -34,18 +32,6 @@ ANTHROPIC_IGNORED = frozenset({"metadata", "service_tier", "container", "inferen
 ANTHROPIC_MAPPED = frozenset({"model", "messages", "system", "max_tokens", "temperature", "stream", "bestofn"})
 OPENAI_FINISH = {"stop": "stop", "length": "length", "refusal": "content_filter", "content_filter": "content_filter"}
 ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "refusal": "refusal"}
-
-
-class BestofnOptions(BaseModel):
-    """Per-request options: `extra_body={"bestofn": {...}}` (serve and wrap alike)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n: int | None = Field(default=None, ge=1, le=MAX_N, description="candidates to sample")
-    panel: str | None = Field(default=None, description="a panel name the server or wrapper allows")
-    accept_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    wave_size: int | None = Field(default=None, ge=1, le=MAX_N)
-    strategy: str | None = Field(default=None, pattern=r"^(best-worst|best-random|all-pairs)$")
 
 
 def check_params(params: dict[str, Any], api: str, hint: str = "") -> None:

@@ -25,49 +25,34 @@ import ipaddress
 import json
 import logging
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bestofn.backends.base import Backend
-from bestofn.apps.serve.chat_wire import BestofnOptions, chat_chunks, chat_completion, check_params, openai_messages, sse
-from bestofn.errors import AuthError, BackendError, BestofnError, ConfigError, MissingExtraError, RateLimitError
-from bestofn.config.panel import Panel, builtin_panels, load_panel
-from bestofn.records import Selection
-from bestofn.pipeline.select import (
-    DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, MAX_N, aselect, check_n, resolve_panel,
-)
-from bestofn.pipeline.early_stop import check_threshold
+from bestofn.apps.options import BestOfN, BestOfNOptions, RequestOptions
+from bestofn.apps.serve.chat_wire import chat_chunks, chat_completion, check_params, openai_messages, sse
 from bestofn.apps.serve.gate import configure_logging
+from bestofn.backends.base import Backend
+from bestofn.errors import AuthError, BackendError, BestofnError, ConfigError, MissingExtraError, RateLimitError
+from bestofn.pipeline.select import MAX_N
+from bestofn.records import Message, Selection
 from bestofn.redact import Redactor, secrets_from_env
 
-DEFAULT_HOST, DEFAULT_PORT, DEFAULT_N = "127.0.0.1", 8088, 4
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8088
 DEFAULT_MAX_BODY = 1024 * 1024
 KEEPALIVE_S = 10.0  # a streaming client sees an SSE comment this often while the panel deliberates
 log = logging.getLogger("bestofn.serve")
 
 
-@dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(BestOfNOptions):
+    """The server's best-of-n options (the defaults of every request; bestofn.apps.options, shared with
+    `bestofn.wrap`), its generator and its own settings."""
+
     model: str | Backend = "local"
-    judge_model: str | Backend | None = None
-    panel: str | Path | Panel = "default"
-    base_url: str | None = None
-    n: int = DEFAULT_N
-    seed: int = 0  # for each request that gives none (DESIGN part B: the seed defaults to 0)
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    judge_max_tokens: int | None = None
-    temperature: float = DEFAULT_TEMPERATURE
-    accept_threshold: float | None = None
-    wave_size: int | None = None
-    token: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY
-    log: str | Path | None = None  # preference pairs (JSONL), written off the request path
-    cache: Any = None
-    keepalive_s: float = KEEPALIVE_S
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    token: str | None = Field(default=None, repr=False)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY, ge=1)
+    keepalive_s: float = Field(default=KEEPALIVE_S, gt=0)
+    secrets: tuple[str, ...] = Field(default=(), repr=False)
 
 
 # ------------------------------------------------------------------------------------------------ security
@@ -111,7 +96,7 @@ def as_api_error(exc: BaseException, request_id: str) -> APIError:
     if isinstance(exc, BackendError):
         return APIError(502, f"upstream model failed: {exc}", type="upstream_error")
     if isinstance(exc, (ConfigError, MissingExtraError)):
-        return APIError(400, str(exc))
+        return APIError(400, str(exc), param=getattr(exc, "option", None))
     if isinstance(exc, BestofnError):
         return APIError(500, str(exc), type="server_error")
     return APIError(500, f"internal error (request id {request_id})", type="server_error")
@@ -148,34 +133,19 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    bestofn: BestofnOptions | None = None
+    bestofn: RequestOptions | None = None
 
 
 class ChatServer:
-    """What the endpoints share: the config, the panels a request may name, the pair sink, the redactor."""
+    """What the endpoints share: the config, its best-of-n (the panels a request may name, the pair sink), the
+    redactor."""
 
     def __init__(self, config: ServeConfig) -> None:
-        from bestofn.apps.serve.background import BackgroundSink
-
-        check_n(config.n)
-        if config.accept_threshold is not None:
-            check_threshold(config.accept_threshold)
         self.config = config
-        self.panel = resolve_panel(config.panel)
+        self.bestofn = BestOfN(config, any_panel=False)  # a client may name a built-in panel or the server's own
+        self.panel = config.panel
         self.model_id = config.model if isinstance(config.model, str) else config.model.spec
         self.redact = Redactor(config.secrets + ((config.token,) if config.token else ()))
-        self.sink = BackgroundSink(config.log) if config.log is not None else None
-        self._panels: dict[str, Panel] = {self.panel.name: self.panel}
-
-    def panel_for(self, name: str | None) -> Panel:
-        if name is None:
-            return self.panel
-        if name not in self._panels:
-            if name not in builtin_panels():
-                allowed = ", ".join(sorted({self.panel.name, *builtin_panels()}))
-                raise APIError(400, f"unknown panel {name!r}; this server allows: {allowed}", param="bestofn.config.panel")
-            self._panels[name] = load_panel(name)
-        return self._panels[name]
 
     def parse(self, raw: bytes) -> ChatRequest:
         try:
@@ -195,38 +165,29 @@ class ChatServer:
             raise APIError(400, str(exc)) from None
         return request
 
-    def prepare(self, request: ChatRequest) -> dict[str, Any]:
-        """Everything `aselect` needs, checked before any model is called (so a stream's errors are 4xx too)."""
-        cfg, options = self.config, request.bestofn or BestofnOptions()
+    def prepare(self, request: ChatRequest) -> tuple[list[Message], BestOfNOptions]:
+        """The messages and this request's options, checked before any model is called (so a stream's errors are
+        4xx too)."""
         try:
             messages = openai_messages(request.messages)
         except ConfigError as exc:
             raise APIError(400, str(exc), param="messages") from None
-        n = options.n if options.n is not None else max(cfg.n, request.n)
-        if request.n > n:
-            raise APIError(400, f"n={request.n} choices asked for, but only {n} candidates are sampled; raise "
-                           "bestofn.n", param="n")
-        seed = cfg.seed if request.seed is None else request.seed
-        return dict(
-            prompt=messages, n=n, model=cfg.model, judge_model=cfg.judge_model, panel=self.panel_for(options.panel),
-            base_url=cfg.base_url, seed=seed,
-            max_tokens=request.max_completion_tokens or request.max_tokens or cfg.max_tokens,
-            judge_max_tokens=cfg.judge_max_tokens,
-            temperature=cfg.temperature if request.temperature is None else request.temperature,
-            strategy=options.strategy or "best-worst", cache=cfg.cache,
-            accept_threshold=options.accept_threshold if options.accept_threshold is not None else cfg.accept_threshold,
-            wave_size=options.wave_size or cfg.wave_size,
-        )
+        try:
+            options = self.bestofn.for_request(
+                request.bestofn, choices=request.n, seed=request.seed, temperature=request.temperature,
+                max_tokens=request.max_completion_tokens or request.max_tokens)
+        except ConfigError as exc:
+            raise APIError(400, str(exc), param=getattr(exc, "option", None)) from None
+        return messages, options
 
-    async def select(self, plan: dict[str, Any], state: dict[str, Any]) -> Selection:
-        state.update(n=plan["n"], panel=plan["panel"].name, seed=plan["seed"])
-        selection = await aselect(**plan)
+    async def select(self, plan: tuple[list[Message], BestOfNOptions], state: dict[str, Any]) -> Selection:
+        messages, options = plan
+        state.update(n=options.n, panel=options.panel.name, seed=options.seed)
+        selection = await self.bestofn.select(messages, self.config.model, options)
         best = selection.best
         state.update(candidates=len(selection.candidates), calls=selection.cost.calls,
                      tokens=selection.cost.prompt_tokens + selection.cost.completion_tokens,
                      best_score=selection.scores.get(best.id) if best else None, seconds=selection.cost.seconds)
-        if self.sink is not None:
-            self.sink.submit(selection.pairs)
         return selection
 
 
@@ -304,8 +265,8 @@ def _log_failure(exc: BaseException, err: APIError, rid: str) -> None:
         log.warning(f"request failed: {err.message}", extra=fields)
 
 
-async def _events(server: ChatServer, plan: dict[str, Any], choices: int, model: str, include_usage: bool,
-                  state: dict[str, Any], rid: str) -> Any:
+async def _events(server: ChatServer, plan: tuple[list[Message], BestOfNOptions], choices: int, model: str,
+                  include_usage: bool, state: dict[str, Any], rid: str) -> Any:
     """SSE: keep-alive comments while the panel deliberates, then the chosen answer's chunks and [DONE]."""
     task = asyncio.ensure_future(server.select(plan, state))
     try:
