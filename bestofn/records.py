@@ -10,10 +10,10 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["system", "user", "assistant"]
-VerdictKind = Literal["rubric", "pairwise", "listwise", "verifier", "scorer"]
+VerdictKind = Literal["rubric", "pairwise", "listwise", "verifier", "consensus", "scorer"]
 VerdictStatus = Literal["ok", "invalid", "error", "abstain"]
 
 
@@ -101,16 +101,53 @@ class PreferencePair(Record):
     rejected_id: str
 
 
-class Cost(Record):
-    calls: int = 0
+class Spend(Record):
+    """What some model calls came to: the one record of calls, cache hits, tokens and money. A Selection's
+    cost, a build's, an A/B item's and a rerank stage's are Spends with their own extra fields (seconds)."""
+
+    calls: int = 0  # made to a model (a cache hit is not a call)
+    cache_hits: int = 0  # answered from the call cache: no tokens, no money
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    usd: float | None = None  # over the priced calls only: `unpriced_calls` says how many it leaves out
+    usd: float | None = None  # over the priced calls (None while none is); `unpriced_calls` counts the rest
     unpriced_calls: int = 0
+
+    @classmethod
+    def call(cls, usage: Usage, usd: float | None) -> Spend:
+        """One call to a model: its tokens, and its price (None: no price is known, so it counts as unpriced)."""
+        return cls(calls=1, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   usd=usd, unpriced_calls=int(usd is None))
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Spend) -> Spend:
+        """The counts of both (a subclass's own fields, such as seconds, are not summed: a Spend comes out).
+        Money adds over the priced calls; the sum is kept to 12 decimals, so adding six-decimal costs gives
+        six-decimal costs, and a cheap model's fraction of a microdollar a call still counts."""
+        usd = None if self.usd is None and other.usd is None else round((self.usd or 0.0) + (other.usd or 0.0), 12)
+        return Spend(
+            calls=self.calls + other.calls,
+            cache_hits=self.cache_hits + other.cache_hits,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            usd=usd,
+            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
+        )
+
+
+class Cost(Spend):
+    """A Selection's cost: its calls' Spend, the money to six decimals (the JSON's precision), and its seconds."""
+
     seconds: float = 0.0
     generation_seconds: float = 0.0
     judging_seconds: float = 0.0
-    cache_hits: int = 0
+
+    @field_validator("usd")
+    @classmethod
+    def _six_decimals(cls, usd: float | None) -> float | None:
+        return None if usd is None else round(usd, 6)
 
 
 class Selection(Record):
