@@ -34,6 +34,9 @@ class BuildSummary(BaseModel):
     done_now: int = 0  # finished by this run
     failed: int = 0  # failed in this run: retried by the next one
     stopped: str | None = None  # why --on-error stop ended the run early
+    budget_stop: str | None = None  # why --max-calls / --max-usd ended this run early (the rerun goes on)
+    max_calls: int | None = None  # this invocation's budgets
+    max_usd: float | None = None
     rows: int = 0  # rows in the output file
     pairs: int = 0  # preference pairs over every finished prompt
     mean_margin: float | None = None
@@ -42,7 +45,8 @@ class BuildSummary(BaseModel):
     failures: list[str] = Field(default_factory=list)
     judge_agreement: float | None = None  # judges ordering a candidate pair the same way (pairwise, no ties)
     judge_vs_pairs: dict[str, float] = Field(default_factory=dict)  # per judge: scores chosen above rejected
-    cost: RunCost = Field(default_factory=RunCost)
+    cost: RunCost = Field(default_factory=RunCost)  # this run's calls (a budget counts these)
+    build_cost: Spend = Field(default_factory=Spend)  # the finished prompts' calls, over every run of this build
 
 
 def prompt_info(selection: Selection, reason: str | None) -> dict[str, Any]:
@@ -78,6 +82,7 @@ def prompt_info(selection: Selection, reason: str | None) -> dict[str, Any]:
         "concordant": concordant,
         "discordant": discordant,
         "versus": versus,
+        "cost": Spend(**{k: getattr(selection.cost, k) for k in Spend.model_fields}).model_dump(),
     }
 
 
@@ -99,6 +104,7 @@ def summarise(summary: BuildSummary, infos: list[dict[str, Any]]) -> BuildSummar
             for i in range(3):
                 acc[i] += counts[i]
     summary.judge_vs_pairs = {j: round(c[0] / (c[0] + c[1] + c[2]), 4) for j, c in sorted(versus.items()) if sum(c)}
+    summary.build_cost = sum((Spend(**info["cost"]) for info in infos if "cost" in info), Spend())
     return summary
 
 
@@ -161,6 +167,13 @@ def print_summary(console: Console, s: BuildSummary) -> None:
     table.add_row("cost (this run)", f"{c.calls} calls, {c.cache_hits} cache hits, "
                   f"{c.prompt_tokens}+{c.completion_tokens} tokens, {describe_cost(c)}, "
                   f"{c.seconds:.1f}s")
+    b = s.build_cost
+    table.add_row("cost (build)", f"{b.calls} calls, {b.cache_hits} cache hits, {b.prompt_tokens}+"
+                  f"{b.completion_tokens} tokens, {describe_cost(b)} (the finished prompts, over every run)")
+    if s.max_calls is not None or s.max_usd is not None:
+        limits = " and ".join(x for x in (s.max_calls is not None and f"--max-calls {s.max_calls}",
+                                          s.max_usd is not None and f"--max-usd {s.max_usd:g}") if x)
+        table.add_row("budget (this run)", s.budget_stop or f"{limits}: not reached")
     console.print(table)
     for line in s.input_issues[:10]:
         console.print(f"input: {line}", markup=False, highlight=False)

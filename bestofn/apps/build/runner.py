@@ -22,6 +22,8 @@ from typing import Any, Literal
 from rich.console import Console
 
 from bestofn.backends.base import Backend
+from bestofn.apps.build.budget import BudgetGate, check_limits, make_gate
+from bestofn.apps.build.estimate import BuildEstimate, estimate
 from bestofn.apps.build.inputs import Columns, PromptRow, read_prompts
 from bestofn.apps.build.journal import Journal
 from bestofn.apps.build.report import BuildProgress, BuildSummary, print_summary, prompt_info, summarise
@@ -67,9 +69,13 @@ class BuildOptions:
     on_error: Literal["skip", "stop"] = "skip"
     cache: Cache | str | Path | bool | None = None  # None/True: the default cache; False: --no-cache
     columns: Columns = field(default_factory=Columns)
+    dry_run: bool = False  # read and check the inputs, print the calls, tokens and money: call nothing (estimate.py)
+    max_usd: float | None = None  # budgets of this invocation (budget.py); a rerun goes on for as much again
+    max_calls: int | None = None
 
     def check(self) -> None:
         check_n(self.n)
+        check_limits(self.max_calls, self.max_usd)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if self.on_error not in ("skip", "stop"):
@@ -158,8 +164,9 @@ def rewrite_output(journal: Journal, out: Path, fmt: str, min_score: float = 0.0
 
 
 async def abuild(prompts: str | Path, out: str | Path, *, console: Console | None = None, progress: bool = True,
-                 **options: Any) -> BuildSummary:
-    """Build a preference dataset from a prompts file (async core of `bestofn build`)."""
+                 **options: Any) -> BuildSummary | BuildEstimate:
+    """Build a preference dataset from a prompts file (async core of `bestofn build`); with `dry_run=True`,
+    the BuildEstimate of its calls, tokens and money instead, with no model called and nothing written."""
     opts = BuildOptions(**options)
     opts.check()
     out = check_output(out, opts.format)
@@ -170,8 +177,12 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
     if inputs.issues and opts.on_error == "stop":
         more = f" (and {len(inputs.issues) - 1} more)" if len(inputs.issues) > 1 else ""
         raise ConfigError(f"{inputs.issues[0]}{more}")
+    if opts.dry_run:
+        return await estimate(prompts, out, inputs, opts, panel)
+    gate = make_gate(opts, panel)  # None without a budget; --max-usd with an unpriced model: a ConfigError here
     summary = BuildSummary(out=str(out), format=opts.format, strategy=opts.strategy, input_records=inputs.records,
-                           prompts=len(inputs.rows), input_issues=[str(i) for i in inputs.issues])
+                           prompts=len(inputs.rows), input_issues=[str(i) for i in inputs.issues],
+                           max_calls=opts.max_calls, max_usd=opts.max_usd)
     for issue in inputs.issues:
         key = "bad input: " + ("duplicate" if issue.reason.startswith("duplicate") else "invalid record")
         summary.skipped[key] = summary.skipped.get(key, 0) + 1
@@ -189,7 +200,7 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
             _, seen = rewrite_output(journal, out, opts.format, opts.min_score)
         if pending:
             cache = resolve_cache(opts.cache)
-            await _run(pending, opts, panel, margin, cache, journal, out, seen, summary, console, progress)
+            await _run(pending, opts, panel, margin, cache, journal, out, seen, summary, console, progress, gate)
         count, _ = rewrite_output(journal, out, opts.format, opts.min_score)
         summary.rows = count
         summary.cost.seconds = round(time.perf_counter() - started, 3)
@@ -208,7 +219,7 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
 
 async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margin: float, cache: Cache | None,
                journal: Journal, out: Path, seen: set[str], summary: BuildSummary, console: Console,
-               progress: bool) -> None:
+               progress: bool, gate: BudgetGate | None = None) -> None:
     writer = _Writer(journal, out, opts.format, seen, opts.min_score)
     queue: asyncio.Queue[PromptRow] = asyncio.Queue()
     for row in pending:
@@ -218,7 +229,7 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
 
     commits: set[asyncio.Future[None]] = set()
 
-    async def one(row: PromptRow) -> None:
+    async def one(row: PromptRow) -> Selection | None:
         try:
             selection = await aselect(
                 row.messages, n=opts.n, model=opts.model, judge_model=opts.judge_model, panel=panel,
@@ -244,18 +255,20 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
         task = asyncio.ensure_future(commit(row, record, reason, selection))
         commits.add(task)
         task.add_done_callback(commits.discard)
+        return selection
 
     async def commit(row: PromptRow, record: dict[str, Any], reason: str | None, selection: Selection) -> None:
         await writer.commit(row, record, prompt_info(selection, reason), reason)
         meter.finished(selection)
 
-    async def failed(row: PromptRow, reason: str, selection: Selection | None) -> None:
+    async def failed(row: PromptRow, reason: str, selection: Selection | None) -> Selection | None:
         summary.failed += 1
         summary.failures.append(f"{row.id} (line {row.line}): {reason}")
         await writer.fail(row, reason)
         meter.finished(selection, failed=True)
         if opts.on_error == "stop" and summary.stopped is None:
             summary.stopped = f"prompt {row.id} (line {row.line}) failed: {reason}"
+        return selection
 
     async def worker() -> None:
         while summary.stopped is None:
@@ -263,13 +276,20 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
                 row = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            await one(row)
+            if gate is None:
+                await one(row)
+            elif not await gate.run(row, one):  # the budget is reached: the row is left to the next run
+                queue.put_nowait(row)
+                return
 
     try:
         with meter:
             workers = [asyncio.ensure_future(worker()) for _ in range(min(opts.concurrency, len(pending)))]
             try:
                 await asyncio.gather(*workers)
+                if gate is not None and summary.stopped is None and not queue.empty():
+                    summary.budget_stop = (f"{await gate.stop_reason()}; {queue.qsize()} of {total} prompts not started: "
+                                           "run the same command again to go on for as much again")
             except BaseException:
                 for w in workers:
                     w.cancel()
@@ -283,7 +303,7 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
         summary.cost = meter.cost
 
 
-def build(prompts: str | Path, out: str | Path, **options: Any) -> BuildSummary:
+def build(prompts: str | Path, out: str | Path, **options: Any) -> BuildSummary | BuildEstimate:
     """Sync wrapper of `abuild` (same keyword arguments)."""
     return run_sync(abuild(prompts, out, **options))
 

@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bestofn.apps.build.budget import EXIT_BUDGET
+from bestofn.apps.build.estimate import BuildEstimate, print_estimate
 from bestofn.apps.build.inputs import Columns
 from bestofn.apps.build.report import print_summary
 from bestofn.apps.build.runner import DEFAULT_CONCURRENCY, DEFAULT_N, BuildError, build as run_build
@@ -47,6 +49,12 @@ def build(
     reference_column: str = typer.Option("reference", "--reference-column"),
     constraints_column: str = typer.Option("constraints", "--constraints-column"),
     as_json: with_help(Json, "Print the summary as JSON on stdout.") = False,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read and check the inputs, print the model calls, tokens "
+                                 "and money by stage; call no model, write nothing."),
+    max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Stop starting prompts once this run has spent "
+                                            "this many US dollars (every model needs a price); exit 3."),
+    max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Stop starting prompts once this run has made "
+                                            "this many model calls; exit 3. A rerun goes on for as many again."),
 ) -> None:
     """Build a preference dataset: n answers per prompt, judged, paired, written exactly once (resumable)."""
     err = Console(stderr=True)
@@ -57,7 +65,8 @@ def build(
             prompts, out, format=fmt, strategy=strategy, n=n, model=model, judge_model=judge_model, panel=panel,
             base_url=base_url, seed=seed, max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
             temperature=temperature, pair_margin=pair_margin, concurrency=concurrency, on_error=on_error,
-            cache=not no_cache, columns=columns, console=err, min_score=min_score,
+            cache=not no_cache, columns=columns, console=err, min_score=min_score, dry_run=dry_run,
+            max_usd=max_usd, max_calls=max_calls,
         )
     except BuildError as exc:
         summary = exc.summary
@@ -66,11 +75,19 @@ def build(
         raise typer.Exit(130) from None
     if as_json:
         sys.stdout.write(summary.model_dump_json(indent=1) + "\n")
+    elif isinstance(summary, BuildEstimate):
+        print_estimate(err, summary)
     else:
         print_summary(err, summary)
+    if isinstance(summary, BuildEstimate):
+        return
     if summary.stopped:
         err.print(f"error: {summary.stopped}", markup=False, highlight=False)
         raise typer.Exit(1)
     if summary.failed:
         err.print(f"{summary.failed} prompt(s) failed; run the same command again to retry them", markup=False)
+    if summary.budget_stop:  # exit 3: stopped by --max-calls / --max-usd, nothing lost; the rerun goes on
+        err.print(f"budget: {summary.budget_stop}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BUDGET)
+    if summary.failed:
         raise typer.Exit(1)
