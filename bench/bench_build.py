@@ -86,6 +86,7 @@ def prompts_file(folder: Path, count: int) -> Path:
 def judge_shaped_request(base_url: str) -> tuple[list[dict], dict]:
     """One real rendered rubric prompt and its JSON schema, as the build's judges send them."""
     from bestofn.backends._openai_wire import json_schema_format
+    from bestofn.judging.structured import json_schema
     from bestofn.judging import JudgeInput, build_judges
     from bestofn.config.panel import load_panel
     from bestofn.records import Candidate, Message
@@ -95,7 +96,7 @@ def judge_shaped_request(base_url: str) -> tuple[list[dict], dict]:
     cand = Candidate(id="x", index=0, text="salt wind on the waves / gulls argue over the tide / the sea keeps its time",
                      model=MODEL)
     messages = [m.model_dump() for m in judge.prompt_for(item, cand)]
-    return messages, json_schema_format(judge.schema)  # type: ignore[attr-defined]
+    return messages, json_schema_format(json_schema(judge.output_model))  # type: ignore[attr-defined]
 
 
 async def raw_loop(base_url: str, total: int, concurrency: int, messages: list[dict], fmt: dict) -> float:

@@ -49,7 +49,7 @@ def loads(monkeypatch):
 
 
 async def generate(backend: local.LocalBackend) -> None:
-    """A plain call and a logprobs call: the two Llama instances the backend makes."""
+    """A plain call and a logprobs call: both on the one Llama instance the backend makes."""
     plain = await backend.sample(HI, SamplingParams(max_tokens=4, temperature=0))
     scored = await backend.sample(HI, SamplingParams(max_tokens=4, temperature=0, top_logprobs=2))
     assert plain[0].usage.completion_tokens > 0 and scored[0].logprobs
@@ -70,7 +70,7 @@ async def test_the_params_that_reach_llama_cpp_follow_the_cpu_and_the_override(
     assert backend.extra_buffers is expected
     assert ("AMX" in backend.extra_buffers_reason) == (flags == AMX and env is None)
     await generate(backend)
-    assert loads == [expected, expected]  # the plain and the logits_all instance
+    assert loads == [expected]  # one instance: logprobs are read from the last position, no logits_all twin
 
 
 async def test_the_model_cache_keeps_one_model_per_choice(tmp_path, monkeypatch, loads):

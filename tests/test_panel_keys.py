@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = {"name", "kind", "weight", "gate", "gate_pass", "model", "base_url", "temperature", "max_tokens"}
 #: the judge classes behind each form (a rubric judge with criteria is a CompactJudge)
 CLASSES = {"rubric": [KINDS["rubric"], CompactJudge], "per-criterion": [CompactJudge],
-           "pairwise": [KINDS["pairwise"]], "listwise": [KINDS["listwise"]], "verifier": [KINDS["verifier"]]}
+           "pairwise": [KINDS["pairwise"]], "listwise": [KINDS["listwise"]], "verifier": [KINDS["verifier"]],
+           "consensus": [KINDS["consensus"]]}
 
 
 def config_reads(obj, seen: set | None = None) -> set[str]:

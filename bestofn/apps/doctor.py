@@ -53,8 +53,8 @@ started = time.perf_counter()
 backend = LocalBackend()
 prompt = [Message(role="user", content="Count from one to twenty.")]
 [c] = run_sync(backend.sample(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
-print(json.dumps({"model": backend.name, "tokens": c.usage.completion_tokens, "seconds": c.latency_s,
-                  "load_s": time.perf_counter() - started - c.latency_s}))
+print(json.dumps({"model": backend.name, "engine": backend.engine, "tokens": c.usage.completion_tokens,
+                  "seconds": c.latency_s, "load_s": time.perf_counter() - started - c.latency_s}))
 """
 
 
@@ -207,7 +207,8 @@ def check_local_model(code: str | None = None, timeout: float = MODEL_TIMEOUT) -
         tokens, seconds = int(out["tokens"]), float(out["seconds"])
     except (ValueError, KeyError, TypeError):
         return Check(name=name, status="fail", detail=f"unexpected output: {lines[-1][:200]}")
-    detail = (f"{out.get('model', 'model')} loaded in {float(out.get('load_s', 0)):.1f}s, {tokens} tokens in "
+    detail = (f"{out.get('model', 'model')} ({out.get('engine', '?')} engine) loaded in "
+              f"{float(out.get('load_s', 0)):.1f}s, {tokens} tokens in "
               f"{seconds:.2f}s ({tokens / seconds if seconds > 0 else 0:.0f} tokens/s)")
     if tokens == 0:
         return Check(name=name, status="fail", detail=detail + ": nothing generated")

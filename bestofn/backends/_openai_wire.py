@@ -25,6 +25,9 @@ from bestofn.errors import AuthError, BackendError, MissingExtraError
 from bestofn.records import Message, Usage
 
 
+_LONE_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
 def import_openai(what: str) -> Any:
     try:
         import openai
@@ -184,6 +187,10 @@ class OpenAIChat:
         is_async = isinstance(client, openai.AsyncOpenAI)
         if max_retries is not None:
             client = client.with_options(max_retries=max_retries)
+        # Let the other calls that became ready with this one (a candidate's judges, a round's matches) build their
+        # requests first, so that the SDK sends them back to back: measured ~5% less wall time for a best-of-16
+        # (bench/bench_backends.py) than interleaving prompt rendering with the SDK's sends.
+        await asyncio.sleep(0)
         async with self.limits:
             started = time.perf_counter()
             try:
@@ -202,7 +209,7 @@ class OpenAIChat:
             got = response[:80] if isinstance(response, str) else type(response).__name__
             raise BackendError(self.backend, f"the server's reply is not a chat completion (no choices): {got!r}")
         for choice in response.choices:  # JSON may carry half a surrogate pair: not text, and no sink could store it
-            if bad := re.search("[\\ud800-\\udfff]", choice.message.content or ""):
+            if bad := _LONE_SURROGATE.search(choice.message.content or ""):
                 raise BackendError(self.backend, f"the reply holds a lone surrogate U+{ord(bad.group()):04X}: "
                                                  "not valid Unicode text")
         return completions_from(response, latency)

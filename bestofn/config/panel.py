@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bestofn.errors import ConfigError
 from bestofn.config.resources import builtin_dir, resolve
+from bestofn.registry import names_in
 
 JUDGE_NAMES = ("correctness", "safety", "helpfulness", "instruction_following")
 
@@ -68,17 +70,20 @@ class LengthControl(BaseModel):
 # name its verdicts, so it has no scale, weight or gate of its own. A pairwise verdict covers two candidates,
 # so it cannot gate one. docs/panels.md shows this table in its "read by" column.
 _MODEL = ("rubric", "model", "base_url", "temperature", "max_tokens", "examples")
-_POINTWISE = ("samples", "score_method", "top_logprobs", "needs_reference", "criteria", "per_criterion")
+_POINTWISE = ("samples", "score_method", "top_logprobs", "needs_reference", "criteria", "per_criterion", "reasoning")
 _GATE = ("gate", "gate_pass")
 JUDGE_KEYS: dict[str, frozenset[str]] = {
     "rubric": frozenset({"name", "kind", "scale", "weight", *_GATE, *_MODEL, *_POINTWISE}),
     "per-criterion": frozenset({"name", "kind", *_MODEL, *_POINTWISE}),
-    "pairwise": frozenset({"name", "kind", "weight", *_MODEL, "mode"}),
+    "pairwise": frozenset({"name", "kind", "weight", *_MODEL, "mode", "score_method", "top_logprobs", "tie_margin"}),
     "listwise": frozenset({"name", "kind", "weight", *_GATE, *_MODEL, "shuffles", "window", "step", "passes"}),
     "verifier": frozenset({"name", "kind", "weight", *_GATE, "check"}),
+    "consensus": frozenset({"name", "kind", "weight", "answer_regex"}),
 }
-Kind = Literal["rubric", "pairwise", "listwise", "verifier"]
+Kind = Literal["rubric", "pairwise", "listwise", "verifier", "consensus"]  # the built-in kinds (bestofn.judging.KINDS)
 KIND_NAMES: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+#: third parties' judge kinds come through this entry point group; a panel may name them, with any keys
+JUDGES_GROUP = "bestofn.judges"
 
 
 def judge_form(kind: str, per_criterion: bool = False) -> str:
@@ -90,7 +95,7 @@ class JudgeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    kind: Kind = "rubric"  # a `scorer` kind (a reward model) is refused until a scorer judge exists
+    kind: str = "rubric"  # KIND_NAMES or a third party's; `scorer` (a reward model) is refused until a scorer judge exists
     rubric: str | None = None  # template name (prompts/<rubric>.md.j2) or path
     scale: tuple[int, int] = (1, 10)
     weight: float = Field(default=1.0, ge=0.0)
@@ -99,6 +104,9 @@ class JudgeConfig(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=16)
     samples: int = Field(default=1, ge=1, le=16)  # sample the judge k times and average
+    # consensus judges: the final answer is this regex's last match (its first group, if it has one) instead of
+    # the numeric verifier's extractor
+    answer_regex: str | None = None
     check: str | None = None  # verifier judges: which check (bestofn.judging.verifiers.CHECKS); None = every applicable one
     # rubric: several criteria in one structured call; per_criterion=True yields one Verdict per criterion (judge =
     # the criterion's name, so a compact panel reads like the default one), else one Verdict scored by the total
@@ -106,9 +114,11 @@ class JudgeConfig(BaseModel):
     per_criterion: bool = False
     score_method: Literal["sampled", "logprob"] = "sampled"  # logprob: expected score over the score tokens (G-Eval)
     top_logprobs: int = Field(default=10, ge=1, le=20)
+    reasoning: bool = True  # rubric: false asks for the score first, no reasoning (bestofn.judging.direct)
     needs_reference: bool = False  # reference-guided grading: abstain when the prompt comes without a reference
     examples: list[Example] = Field(default_factory=list)  # few-shot examples, rendered by the template
     mode: Literal["all-pairs", "knockout"] = "all-pairs"  # pairwise: n(n-1) calls, or a 2(n-1)-call knockout
+    tie_margin: float = Field(default=0.0, ge=0.0)  # pairwise logprob: |pooled margin| <= this is a tie
     shuffles: int = Field(default=2, ge=1, le=16)  # listwise: orders averaged (a seeded order, its reverse, more)
     window: int | None = Field(default=None, ge=2)  # listwise: candidates per call (None: all in one call)
     step: int | None = Field(default=None, ge=1)  # listwise: how far the window moves (default window // 2)
@@ -122,11 +132,13 @@ class JudgeConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         name, kind = data.get("name", "?"), data.get("kind", "rubric")
-        if kind not in KIND_NAMES:
+        if kind not in KIND_NAMES and kind not in (plugins := names_in(JUDGES_GROUP)):
             soon = " is not supported yet (no scorer judge exists)" if kind == "scorer" else " is unknown"
-            raise ValueError(f"judge {name!r}: kind {kind!r}{soon}; use one of {', '.join(KIND_NAMES)}")
+            known = [*KIND_NAMES, *(k for k in plugins if k not in KIND_NAMES)]
+            raise ValueError(f"judge {name!r}: kind {kind!r}{soon}; use one of {', '.join(known)}")
         form = judge_form(kind, bool(data.get("per_criterion")))
-        unread = [k for k in data if k in cls.model_fields and k not in JUDGE_KEYS[form]]
+        keys = JUDGE_KEYS.get(form, cls.model_fields)  # a third party's kind: its class reads what it reads
+        unread = [k for k in data if k in cls.model_fields and k not in keys]
         if unread:
             what = "rubric judges with per_criterion = true" if form == "per-criterion" else f"{kind} judges"
             reads = ", ".join(sorted(JUDGE_KEYS[form]))
@@ -152,6 +164,13 @@ class JudgeConfig(BaseModel):
                 object.__setattr__(self, "scale", total)
         elif self.per_criterion:
             raise ValueError(f"judge {self.name!r}: per_criterion needs criteria")
+        if "tie_margin" in self.model_fields_set and self.score_method != "logprob":
+            raise ValueError(f"judge {self.name!r}: tie_margin is read with score_method = \"logprob\" only")
+        if self.answer_regex is not None:
+            try:
+                re.compile(self.answer_regex)
+            except re.error as exc:
+                raise ValueError(f"judge {self.name!r}: answer_regex {self.answer_regex!r} is not a regex: {exc}") from None
         if self.window is not None and self.step is not None and self.step >= self.window:
             raise ValueError(f"judge {self.name!r}: step {self.step} must be smaller than window {self.window}")
         return self
@@ -178,11 +197,14 @@ class Panel(BaseModel):
 
     name: str
     description: str = ""
-    aggregate: Literal["weighted_mean", "median", "borda", "bradley_terry"] = "weighted_mean"
+    aggregate: Literal["weighted_mean", "median", "borda", "bradley_terry", "majority_of_best"] = "weighted_mean"
+    top_k: int | None = Field(default=None, ge=1)  # majority_of_best: how many of the rubric's best vote
     quorum: int = Field(default=1, ge=1)
     pair_margin: float = Field(default=0.1, ge=0.0, le=1.0)
     safety_veto: SafetyVeto | None = None
     ties: Literal["half", "davidson"] = "half"  # bradley_terry: a tie is half a win each, or Davidson's model
+    # bradley_terry: length and markdown counts as covariates of the fit, so that style does not buy strength
+    style_control: bool = False
     length_control: LengthControl | None = None
     # content-free candidates (empty, punctuation, a lone opener, repetitive; bestofn.judging.content): recorded
     # only, ranked below every candidate with content (default), or made unrankable
@@ -197,6 +219,18 @@ class Panel(BaseModel):
             raise ValueError(f"panel {self.name!r} names a judge twice: {names}")
         if self.safety_veto and self.safety_veto.judge not in names:
             raise ValueError(f"safety_veto names judge {self.safety_veto.judge!r}, which is not in the panel")
+        if self.style_control and self.aggregate != "bradley_terry":
+            raise ValueError(f"style_control is read by aggregate = \"bradley_terry\" only, not {self.aggregate!r}")
+        if (self.top_k is not None) != (self.aggregate == "majority_of_best"):
+            raise ValueError("aggregate = \"majority_of_best\" needs top_k (how many of the rubric's best vote), "
+                             "and top_k is read by it only")
+        if self.aggregate == "majority_of_best":
+            voters = [j.name for j in self.judges if j.kind == "consensus" and not j.gate]
+            others = [j.name for j in self.judges if j.kind != "consensus" and not j.gate]
+            if len(voters) != 1 or not others:
+                raise ValueError("aggregate = \"majority_of_best\" needs one consensus judge and at least one other "
+                                 f"scoring judge (the rubric whose top_k vote); the panel has {voters or 'no'} "
+                                 f"consensus and {others or 'no'} other")
         scoring = len(self.weights())
         if self.quorum > scoring:
             raise ValueError(f"quorum {self.quorum} is larger than the panel's {scoring} scoring judges")

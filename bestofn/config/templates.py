@@ -32,6 +32,7 @@ class Template:
 
     def render(self, **variables: Any) -> list[Message]:
         template = _compile(self.source)
+        context = template.new_context(variables)  # one for both blocks, as Jinja's own render shares it
         turns = []
         for role in ("system", "user"):
             block = template.blocks.get(role)
@@ -39,7 +40,6 @@ class Template:
                 if role == "user":
                     raise ConfigError(f"template {self.path} has no {{% block user %}}")
                 continue
-            context = template.new_context(variables)
             try:
                 text = "".join(block(context)).strip()
             except jinja2.UndefinedError as exc:

@@ -31,6 +31,9 @@ class Judge(ABC):
     pointwise: ClassVar[bool] = True
     #: judges that run a program (verifiers) get no backend
     needs_model: ClassVar[bool] = True
+    #: a judge that counts identical samples (consensus) gets every candidate, duplicates included; the others
+    #: get each distinct text once
+    sees_duplicates: ClassVar[bool] = False
 
     config: JudgeConfig
     backend: Backend | None = None  # None for judges that need no model (verifiers)

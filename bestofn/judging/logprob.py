@@ -1,10 +1,11 @@
 """Logprob-weighted scores (G-Eval): the expected score over the score tokens instead of the one sampled.
 
 The reply is a JSON object; we find where the integer value of a field starts, map that character offset to a
-token, and read the top logprobs there. Each alternative token that spells an in-range integer contributes its
+token, and read the top logprobs there (a direct score, bestofn.judging.direct: where its bare integer stands). Each alternative token that spells an in-range integer contributes its
 probability to that value. A token that is a prefix of longer in-range values ("1" on a 1-10 scale, where
 tokenizers split "10" into "1", "0") is split using the next position's distribution when the sampled token was
-that prefix; otherwise its mass goes to the one-digit value, and the details say so. The distribution is
+that prefix; otherwise its mass goes to the one-digit value (a direct score: to the value nearest the sampled
+score, since the reply holds no reasoning that settled it), and the details say so. The distribution is
 renormalised over the in-range values it covers. When the backend returned no logprobs, the reply's text does
 not match its tokens, or the in-range mass is too small to trust, the sampled score is kept and the reason is
 recorded: a clear fallback, never a silent one.
@@ -71,17 +72,27 @@ def _digits(token: str) -> str | None:
 
 
 def expected_score(completion: Completion, field: str, low: int, high: int) -> tuple[float | None, dict[str, Any]]:
-    """(expected score, details) or (None, {"logprob_fallback": reason})."""
+    """(expected score, details) or (None, {"logprob_fallback": reason}), for the integer value of a JSON field."""
+    start = value_offsets(completion.text).get(field) if completion.logprobs else None
+    return expected_at(completion, start, f"the {field!r} value", low, high)
+
+
+def expected_at(
+    completion: Completion, offset: int | None, what: str, low: int, high: int, *, nearest: float | None = None
+) -> tuple[float | None, dict[str, Any]]:
+    """The expected score over the score tokens at character `offset` of the reply (`what` names it in the
+    fallback's reason). `nearest`: a prefix token whose split the reply does not show ("1" of "10" where "9" was
+    sampled) gives its probability to the value nearest `nearest` among those it begins, instead of the one-digit
+    value."""
     tokens = completion.logprobs
     if not tokens:
         return None, {"logprob_fallback": "the backend returned no logprobs"}
     text = completion.text
     if "".join(t.token for t in tokens) != text:
         return None, {"logprob_fallback": "the reply's tokens do not spell its text"}
-    start = value_offsets(text).get(field)
-    index = None if start is None else _token_at(tokens, start)
+    index = None if offset is None else _token_at(tokens, offset)
     if index is None or not tokens[index].top:
-        return None, {"logprob_fallback": f"no top logprobs at the {field!r} value"}
+        return None, {"logprob_fallback": f"no top logprobs at {what}"}
     values = [str(v) for v in range(low, high + 1)]
     sampled = _digits(tokens[index].token)
     probs: dict[int, float] = {}
@@ -109,7 +120,7 @@ def expected_score(completion: Completion, field: str, low: int, high: int) -> t
                     add(value, p * q / total)
         else:
             ambiguous += p
-            add(digits, p)
+            add(digits if nearest is None else min([digits, *longer], key=lambda v: (abs(int(v) - nearest), int(v))), p)
     mass = sum(probs.values())
     if mass < MIN_MASS:
         return None, {"logprob_fallback": f"the in-range score tokens carry only {mass:.2f} of the probability"}
@@ -121,17 +132,29 @@ def expected_score(completion: Completion, field: str, low: int, high: int) -> t
     }
     if ambiguous:
         details["ambiguous_prefix_mass"] = round(ambiguous, 4)
+        if nearest is not None:
+            details["ambiguous_prefix_to"] = "the value nearest the sampled score"
     return expected, details
 
 
 def score_from(
     completion: Completion | None, field: str, sampled: float, low: int, high: int
 ) -> tuple[float, dict[str, Any]]:
-    """The logprob-weighted score where possible, else the sampled one; details say which and why."""
+    """The logprob-weighted score of a JSON field where possible, else the sampled one; details say which and why."""
     if completion is None:
-        expected, details = None, {"logprob_fallback": "no reply"}
-    else:
-        expected, details = expected_score(completion, field, low, high)
+        return _chosen(sampled, None, {"logprob_fallback": "no reply"})
+    return _chosen(sampled, *expected_score(completion, field, low, high))
+
+
+def score_at(
+    completion: Completion, offset: int, what: str, sampled: int, low: int, high: int
+) -> tuple[float, dict[str, Any]]:
+    """The same for a bare integer at character `offset` of the reply (a direct score), read with the prefix rule
+    `nearest` the sampled value."""
+    return _chosen(float(sampled), *expected_at(completion, offset, what, low, high, nearest=sampled))
+
+
+def _chosen(sampled: float, expected: float | None, details: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     if expected is None:
         return sampled, {"score_method": "sampled", **details}
     return expected, {**details, "sampled": sampled}

@@ -15,11 +15,15 @@ Rules (DESIGN.md, part B):
   verdict ranks between the two. Safety tiers come before gates.
 - Pairwise verdicts score a candidate by its win rate per judge; `bradley_terry` fits strengths over every
   comparison (pairwise verdicts, and pairs induced from each other judge's scores) and scores a candidate by
-  its expected win rate (comparisons.py). Length control and bias statistics: bias.py.
+  its expected win rate (comparisons.py); with `style_control`, length and markdown counts are covariates of
+  that fit (its coefficients in stats["bradley_terry"]["style_control"]). Length control and bias: bias.py.
+- `majority_of_best` (self-consistency among the best): the other judges' weighted mean picks the top_k
+  candidates; their final answers (the consensus judge's, each weighted by its copies) vote; a candidate scores
+  the share of those votes its answer got (0 without an answer), the other judges' mean breaking ties.
 
-The tiers are typed fields of the result (`vetoed`, `safety_flagged`, `content_free`, `unrankable`, and
-`keys`, the sort key of each ranked candidate); the stages read those, and `stats` repeats the sets as lists
-for the Selection's JSON.
+The tiers are typed fields of the result (`vetoed`, `safety_flagged`, `content_free`, `unrankable`, `gate_failed`,
+`gate_unchecked`, and `keys`, the sort key of each ranked candidate); the stages read those, and `stats` repeats
+the sets as lists for the Selection's JSON.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from typing import Any, Callable
 from bestofn.ranking.bias import (
     control_length, judge_agreement, length_score_correlation, position_consistency, shuffle_agreement,
 )
-from bestofn.ranking.comparisons import bradley_terry, from_pairwise, from_scores, win_rates
+from collections import Counter
+
+from bestofn.ranking.comparisons import bradley_terry, from_pairwise, from_scores, style_features, win_rates
 from bestofn.ranking.content import content_flags
 from bestofn.config.panel import Panel
 from bestofn.records import Verdict, sha256_hex
@@ -52,6 +58,8 @@ class Aggregate:
     safety_flagged: frozenset[str] = frozenset()  # no valid safety verdict: below every safe candidate
     content_free: frozenset[str] = frozenset()  # bestofn.judging.content flagged it (detail in stats)
     unrankable: frozenset[str] = frozenset()  # below the quorum, or content-free under content_free = "veto"
+    gate_failed: frozenset[str] = frozenset()  # a gate judge (verifier-first) scored it below its gate_pass
+    gate_unchecked: frozenset[str] = frozenset()  # a gate verdict was invalid or an error: between the two
     keys: dict[str, tuple] = field(default_factory=dict)  # per ranked candidate: the ranking's sort key, minus
     #                                                        the seeded hash that breaks exact ties
 
@@ -143,21 +151,27 @@ def aggregate(
     vetoed_empty = panel.content_free == "veto" and bool(empty)
     if vetoed_empty:
         rankable = [cid for cid in rankable if cid not in empty]
-    comparative = all(j.kind in ("pairwise", "listwise") for j in panel.judges if not j.gate)
+    comparative = all(j.kind in ("pairwise", "listwise", "consensus") for j in panel.judges if not j.gate)
     lone = len(candidate_ids) == 1 and comparative and not rankable and not vetoed_empty  # ranked, unscored
     stats: dict[str, Any] = {}
+    secondary: dict[str, float] = {}  # what breaks ties of the score, before the number of valid verdicts
     if panel.aggregate == "borda":
         combined = _borda({cid: table[cid] for cid in rankable}, weights)
     elif panel.aggregate in POINTWISE:
         combined = {cid: POINTWISE[panel.aggregate](table[cid], weights) for cid in rankable}
+    elif panel.aggregate == "majority_of_best":
+        combined, secondary, stats["majority_of_best"] = _majority_of_best(panel, rankable, table, verdicts, seed)
     elif panel.aggregate == "bradley_terry":
         pointwise = {j for cid in rankable for j in table[cid]} - set(pairwise_judges)
+        style = {c: style_features(texts[c]) for c in rankable if c in texts} if panel.style_control and texts else None
         fit = bradley_terry(comparisons + from_scores({c: table[c] for c in rankable}, weights, pointwise),
-                            rankable, ties=panel.ties)
+                            rankable, ties=panel.ties, style=style)
         combined = fit.expected
         stats["bradley_terry"] = {"strength": {c: round(x, 6) for c, x in fit.strength.items()}, "ties": fit.ties,
                                   "tie_parameter": fit.tie_parameter, "comparisons": fit.comparisons,
                                   "converged": fit.converged}
+        if panel.style_control:
+            stats["bradley_terry"]["style_control"] = fit.extra.get("style") or "no candidate texts: not applied"
     else:
         raise NotImplementedError(panel.aggregate)
     if comparisons:
@@ -179,7 +193,7 @@ def aggregate(
 
     def key(cid: str) -> tuple:  # vetoed last; content-free (demote) below every candidate with content
         return (tier[cid] == VETOED, demote and cid in empty, tier[cid], gate[cid][0], -gate[cid][1],
-                -(scores[cid] or 0.0), -len(table[cid]))
+                -(scores[cid] or 0.0), -secondary.get(cid, 0.0), -len(table[cid]))
 
     keys = {cid: key(cid) for cid in rankable}
     ranking = sorted(rankable, key=lambda cid: (keys[cid], sha256_hex("tiebreak", seed, cid)))
@@ -202,7 +216,32 @@ def aggregate(
     stats["bias"] = _bias(verdicts, table, list(weights), raw_scores, texts, panel)
     return Aggregate(scores=scores, ranking=ranking, stats=stats, vetoed=frozenset(vetoed),
                      safety_flagged=frozenset(flagged), content_free=frozenset(empty),
-                     unrankable=frozenset(unrankable), keys=keys)
+                     unrankable=frozenset(unrankable), keys=keys,
+                     gate_failed=frozenset(c for c in candidate_ids if gate[c][0] == GATE_FAILED),
+                     gate_unchecked=frozenset(c for c in candidate_ids if gate[c][0] == GATE_UNCHECKED))
+
+
+def _majority_of_best(panel: Panel, rankable: list[str], table: dict[str, dict[str, float]],
+                      verdicts: list[Verdict], seed: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """(score: the top_k's vote share of the candidate's answer, tie-break: the other judges' weighted mean, stats)."""
+    voter = next(j.name for j in panel.judges if j.kind == "consensus")
+    weights = {j: w for j, w in panel.weights().items() if j != voter}
+    rubric = {cid: _weighted_mean(mine, weights) for cid in rankable
+              if (mine := {j: s for j, s in table[cid].items() if j in weights})}
+    top = sorted(rubric, key=lambda c: (-rubric[c], sha256_hex("tiebreak", seed, c)))[: panel.top_k]
+    answers: dict[str, tuple[str, int]] = {}
+    for v in verdicts:
+        if v.judge == voter and v.details.get("answer") is not None and len(v.candidate_ids) == 1:
+            answers[v.candidate_ids[0]] = (str(v.details["answer"]).casefold(), int(v.details.get("copies", 1)))
+    votes = Counter[str]()
+    for cid in top:
+        if cid in answers:
+            votes[answers[cid][0]] += answers[cid][1]
+    total = sum(votes.values())
+    share = {cid: votes[answers[cid][0]] / total if total and cid in answers else 0.0 for cid in rankable}
+    winner = max(votes, key=lambda a: (votes[a], -min(top.index(c) for c in top if answers.get(c, ("",))[0] == a)),
+                 default=None)
+    return share, rubric, {"top_k": top, "votes": dict(votes), "winner": winner}
 
 
 def _bias(verdicts: list[Verdict], table: dict[str, dict[str, float]], judges: list[str],

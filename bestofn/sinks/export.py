@@ -21,7 +21,8 @@ Formats (every row has a stable `id`, so a build can write each row exactly once
   `generator`, `panel`, `seed`, `skipped_reason`.
 
 The output path's suffix picks the file type: `.jsonl` or `.parquet` (needs the `export` extra).
-`to_dataset(path)` loads either into a `datasets.Dataset`.
+`to_dataset(path)` loads either into a `datasets.Dataset`, or a folder that `bestofn build --ray` wrote: its
+`part-*` files (the rows in part order; sort by `id` for a canonical order), not its `_bestofn/` bookkeeping.
 """
 
 from __future__ import annotations
@@ -282,8 +283,15 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return len(materialised)
 
 
+def part_files(folder: str | Path) -> list[Path]:
+    """A build folder's committed part files, in name order (temp files start with a dot and are left out)."""
+    return sorted(p for p in Path(folder).glob("part-*") if p.suffix.lower() in SUFFIXES)
+
+
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
+    if path.is_dir():
+        return [row for part in part_files(path) for row in read_rows(part)]
     if path.suffix.lower() == ".parquet":
         _pyarrow()
         import pyarrow.parquet as pq
@@ -293,20 +301,27 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def to_dataset(source: str | Path | Iterable[dict[str, Any]]) -> Any:
-    """A `datasets.Dataset` from an export file (JSONL or Parquet) or from rows. Needs the `export` extra."""
+    """A `datasets.Dataset` from an export file (JSONL or Parquet), a build folder (`--ray`: its parts) or rows.
+    Needs the `export` extra."""
     try:
         import datasets
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         from datasets.table import InMemoryTable
     except ModuleNotFoundError as exc:
         raise MissingExtraError("to_dataset()", "export", "datasets") from exc
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        parts = part_files(source)
+        if not parts:
+            if (Path(source) / "_bestofn").is_dir():  # a build whose prompts gave no row
+                return datasets.Dataset.from_list([])
+            raise ConfigError(f"{source}: a folder with no part-*.parquet or part-*.jsonl file")
+        tables = [pq.read_table(p) if p.suffix.lower() == ".parquet" else to_table(read_rows(p)) for p in parts]
+        # parts are made apart: a column that is null in all of one part's rows gets its type from the others
+        table = pa.concat_tables(tables, promote_options="permissive")
+    elif isinstance(source, (str, Path)):
         path = Path(source)
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            table = to_table(read_rows(path))
+        table = pq.read_table(path) if path.suffix.lower() == ".parquet" else to_table(read_rows(path))
     else:
         table = to_table(list(source))
     return datasets.Dataset(InMemoryTable(parquet_safe(table)))

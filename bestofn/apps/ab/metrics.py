@@ -16,7 +16,8 @@ import math
 from typing import Any, Iterable, Sequence
 
 from bestofn.errors import MissingExtraError
-from bestofn.records import Record
+from bestofn.ranking.comparisons import style_taste
+from bestofn.records import Spend
 
 N_BOOT = 2000
 
@@ -35,10 +36,12 @@ def _stats():
     return stats
 
 
-class ItemResult(Record):
+class ItemResult(Spend):
     """One gold item judged by one panel (or baseline). Decisions are in gold orientation: a, b, tie, or None
     (no decision: the judges' outputs were invalid). `first` is the order with response A shown first,
-    `second` the order with B shown first; pointwise safety items use `pred` only (safe / unsafe / None)."""
+    `second` the order with B shown first; pointwise safety items use `pred` only (safe / unsafe / None).
+    Its Spend: the calls and cache hits this run made; the tokens and money of every verdict, cached or not (what
+    judging the item costs), `usd` None when any verdict's model has no known price (bestofn.apps.ab.runner)."""
 
     item_id: str
     subset: str
@@ -48,15 +51,11 @@ class ItemResult(Record):
     second: str | None = None
     len_a: int = 0
     len_b: int = 0
+    style_a: dict[str, float] = {}  # style_features of each response (bestofn.ranking.comparisons)
+    style_b: dict[str, float] = {}
     verdicts: int = 0
     invalid: int = 0
-    calls: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     seconds: float = 0.0
-    usd: float | None = None  # None when any verdict's model has no known price
-    unpriced_calls: int = 0
     scores: dict[str, Any] = {}
 
 
@@ -162,6 +161,7 @@ def summarize(results: list[ItemResult], seed: int = 0) -> dict[str, Any]:
     preds = [r.pred or "none" for r in results]
     golds = [r.gold for r in results]
     verdicts = sum(r.verdicts for r in results)
+    spent = sum(results, Spend())
     out: dict[str, Any] = {
         "n": n,
         "accuracy": acc,
@@ -173,14 +173,13 @@ def summarize(results: list[ItemResult], seed: int = 0) -> dict[str, Any]:
         "undecided_rate": sum(r.pred is None for r in results) / n if n else None,
         "invalid_rate": (sum(r.invalid for r in results) / verdicts) if verdicts else None,
         "verdicts": verdicts,
-        "calls_per_1000": _per_1000(sum(r.calls + r.cache_hits for r in results), n),
-        "fresh_calls": sum(r.calls for r in results),
-        "cache_hits": sum(r.cache_hits for r in results),
-        "tokens_per_1000": _per_1000(sum(r.prompt_tokens + r.completion_tokens for r in results), n),
+        "calls_per_1000": _per_1000(spent.calls + spent.cache_hits, n),
+        "fresh_calls": spent.calls,
+        "cache_hits": spent.cache_hits,
+        "tokens_per_1000": _per_1000(spent.tokens, n),
         "seconds_per_1000": _per_1000(sum(r.seconds for r in results), n),
-        "usd_per_1000": (None if any(r.usd is None for r in results) or not n
-                         else _per_1000(sum(r.usd or 0.0 for r in results), n)),
-        "unpriced_calls": sum(r.unpriced_calls for r in results),  # fresh calls no price is known for
+        "usd_per_1000": None if any(r.usd is None for r in results) or not n else _per_1000(spent.usd or 0.0, n),
+        "unpriced_calls": spent.unpriced_calls,  # fresh calls no price is known for
     }
     if results and results[0].gold in ("safe", "unsafe"):
         unsafe = [r for r in results if r.gold == "unsafe"]
@@ -193,9 +192,17 @@ def summarize(results: list[ItemResult], seed: int = 0) -> dict[str, Any]:
     out["position_consistency"] = proportion(sum(r.first == r.second for r in both), len(both))
     firsts = [x for r in results for x in _first_shown(r)]
     out["p_prefer_first"] = proportion(sum(firsts), len(firsts))
+    # each order on its own: the raw verdict with A shown first, and with B shown first (what pooling cancels)
+    a_first = [r.first == "a" for r in results if r.first in ("a", "b")]
+    b_first = [r.second == "b" for r in results if r.second in ("a", "b")]
+    out["p_prefer_first_by_order"] = {"a_first": proportion(sum(a_first), len(a_first)),
+                                      "b_first": proportion(sum(b_first), len(b_first))}
     longer = [r for r in decided if r.len_a != r.len_b]
     out["p_prefer_longer"] = proportion(
         sum((r.pred == "a") == (r.len_a > r.len_b) for r in longer), len(longer))
+    styled = [r for r in results if r.style_a and r.style_b and r.pred in ("a", "b", "tie")]
+    out["style"] = style_taste([(r.style_a, r.style_b, credit(r.pred, "a"), {"a": 1.0, "b": -1.0}.get(r.gold, 0.0))
+                                for r in styled])  # the judge's taste for style, given the gold label
     golds_decided = [r for r in results if r.gold in ("a", "b") and r.len_a != r.len_b]
     out["p_gold_longer"] = proportion(
         sum((r.gold == "a") == (r.len_a > r.len_b) for r in golds_decided), len(golds_decided))

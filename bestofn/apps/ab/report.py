@@ -34,6 +34,13 @@ CONVENTIONS = [
     "P(prefer longer): share of decided items where the longer answer won. Intervals: exact binomial, 95%.",
     "Position consistency: share of items whose two orders gave the same decision. A pointwise (rubric) judge "
     "never sees both answers at once, so it is consistent by construction.",
+    "A pairwise judge with score_method = \"logprob\" decides once from both orders' logprob margins pooled; its "
+    "single-order figures (consistency, P(prefer first), per order: with A shown first, with B shown first) are "
+    "its raw verdict in each order: the position bias the pooling cancels.",
+    "Style taste: a logistic fit, over the decided items, of the panel's decision on the two answers' style "
+    "differences (length in words, markdown headers, bold spans, list items; (a - b) / (a + b), scaled to unit "
+    "root-mean-square) with the gold label as a covariate: a positive coefficient is a taste for that style beyond "
+    "what the gold explains (Arena-Hard's style covariates, as a measure).",
     "Between panels: paired difference of accuracy with a paired bootstrap interval; exact McNemar test "
     "(binomial on the items exactly one panel got right; a tie is not right).",
     "Invalid-output rate: share of judge verdicts that were invalid or errors after one re-ask.",
@@ -91,7 +98,10 @@ def _p(d: dict | None) -> float | None:
     return None if not d else d.get("p")
 
 
-def flags_for(label: str, s: dict[str, Any], summaries: dict[str, dict], vs_longer: dict | None) -> list[str]:
+def flags_for(label: str, s: dict[str, Any], summaries: dict[str, dict], vs_longer: dict | None,
+              pooled: bool = False) -> list[str]:
+    """`pooled`: the panel decides from both orders at once (pairwise score_method = "logprob"), so its
+    single-order figures are its raw verdicts' bias, which the decision cancels, not the decision's."""
     out = []
     lo, hi = s["accuracy_ci"]
     if lo is not None and hi is not None and not math.isnan(lo) and lo <= 0.5 <= hi:
@@ -101,8 +111,9 @@ def flags_for(label: str, s: dict[str, Any], summaries: dict[str, dict], vs_long
     if first and first["n"] and first["ci"] and (first["ci"][0] > 0.5 or first["ci"][1] < 0.5):
         side = "first" if first["p"] > 0.5 else "second"
         share = first["p"] if side == "first" else 1 - first["p"]
-        out.append(f"position bias: picks the answer shown {side} {share:.0%} of the time "
-                   f"(unbiased: 50%, p = {first['p_vs_half']:.2g})")
+        out.append(f"position bias: {'each order alone ' if pooled else ''}picks the answer shown {side} "
+                   f"{share:.0%} of the time (unbiased: 50%, p = {first['p_vs_half']:.2g})"
+                   + ("; the decision pools both orders' margins, which cancels it" if pooled else ""))
     longer = s.get("p_prefer_longer")
     if longer and longer["n"] and longer["ci"] and longer["ci"][0] > 0.5:
         out.append(f"length bias: prefers the longer answer {longer['p']:.0%} of the time "
@@ -122,7 +133,7 @@ def flags_for(label: str, s: dict[str, Any], summaries: dict[str, dict], vs_long
                        f"items, the reverse on {m['a_only']} (exact McNemar p = {m['p_value']:.2g}): its accuracy "
                        "owes much to half credit for ties")
     cons = s.get("position_consistency")
-    if cons and cons["n"] and cons["p"] is not None and cons["p"] < 0.8:
+    if cons and cons["n"] and cons["p"] is not None and cons["p"] < 0.8 and not pooled:
         out.append(f"position consistency {cons['p']:.0%}: the verdict often flips when the answers swap places")
     if s.get("undecided_rate") is not None and s["undecided_rate"] > 0.1:
         out.append(f"no decision on {s['undecided_rate']:.0%} of items (a side had no valid verdict); "
@@ -147,8 +158,10 @@ def build_figures(result: AbResult) -> dict[str, Any]:
     reference = "prefer-longer" if "prefer-longer" in result.baselines else "always-safe"
     for label in (a, b):
         comparisons[f"{label} vs {reference}"] = compare(result.panels[label], result.baselines[reference], seed)
-    flags = {label: flags_for(label, summaries[label], summaries,
-                              comparisons.get(f"{label} vs prefer-longer")) for label in result.panels}
+    pooled = {label: any(j["kind"] == "pairwise" and j.get("score_method") == "logprob" for j in info["judges"])
+              for label, info in result.panel_info.items()}
+    flags = {label: flags_for(label, summaries[label], summaries, comparisons.get(f"{label} vs prefer-longer"),
+                              pooled.get(label, False)) for label in result.panels}
     pairwise = result.gold.kind == "pairwise"
     notes = list(result.gold.notes)
     for label in result.panels:
@@ -209,6 +222,18 @@ def print_report(figures: dict[str, Any], console: Console | None = None) -> Non
                 _num(s["seconds_per_1000"])]
         table.add_row(*row)
     console.print(table)
+    if pairwise:
+        for label, s in figures["summary"].items():
+            orders = s.get("p_prefer_first_by_order") or {}
+            if figures["kinds"][label] == "panel" and any((o or {}).get("n") for o in orders.values()):
+                console.print(f"{label}: each order's raw verdict favoured the answer shown first "
+                              f"{_share(orders.get('a_first'))} with A first, {_share(orders.get('b_first'))} "
+                              "with B first", markup=False, highlight=False)
+            taste = s.get("style") or {}
+            if figures["kinds"][label] == "panel" and taste.get("coefficients"):
+                shown = ", ".join(f"{k} {v:+.2f}" for k, v in taste["coefficients"].items())
+                console.print(f"{label}: style taste given the gold label (logit per scaled unit of normalised "
+                              f"difference, {taste['items']} items): {shown}", markup=False, highlight=False)
     sub = Table(title="accuracy by subset [95% CI]")
     sub.add_column("subset")
     for label in figures["by_subset"]:
@@ -237,6 +262,12 @@ def print_report(figures: dict[str, Any], console: Console | None = None) -> Non
             t.add_row(r["judge"], _pct(r["accuracy"]), _pct(r["p_prefer_first"]), _pct(r["p_prefer_longer"]),
                       _num(r["usd_per_1000"], "{:.2f}"), _num(r["seconds_per_1000"]))
         console.print(t)
+
+
+def _share(d: dict | None) -> str:
+    if not d or not d.get("n"):
+        return "-"
+    return f"{d['p']:.0%} [{d['ci'][0]:.0%}, {d['ci'][1]:.0%}] of {d['n']}"
 
 
 def _signed(x: float | None) -> str:

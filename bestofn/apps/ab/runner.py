@@ -36,6 +36,7 @@ from bestofn.sinks import jsonl
 from bestofn.apps.ab.gold import GoldPair, GoldPoint, GoldSet
 from bestofn.apps.ab.metrics import ItemResult
 from bestofn.ranking.aggregate import aggregate
+from bestofn.ranking.comparisons import style_features
 from bestofn.backends import load_backend
 from bestofn.backends.base import Backend
 from bestofn.backends.pricing import usd_for
@@ -44,7 +45,7 @@ from bestofn.errors import ConfigError
 from bestofn.judging import Judge, JudgeInput, build_judges
 from bestofn.backends.meter import Meter, MeteredBackend
 from bestofn.config.panel import JudgeConfig, Panel
-from bestofn.records import Candidate, Message, Verdict, sha256_hex, text_id
+from bestofn.records import Candidate, Message, Spend, Verdict, sha256_hex, text_id
 from bestofn.pipeline.select import DEFAULT_MODEL, judge_all, resolve_panel
 
 #: progress(label, done, total)
@@ -147,7 +148,8 @@ class PanelRunner:
             one = None if forward is None else _orient(self.decide(ca.id, cb.id, forward, texts), first_is_a=True)
             two = None if backward is None else _orient(self.decide(cb.id, ca.id, backward, texts), first_is_a=False)
         return self._result(item, final, verdicts, meter, first=one, second=two,
-                            len_a=len(item.response_a), len_b=len(item.response_b))
+                            len_a=len(item.response_a), len_b=len(item.response_b),
+                            style_a=style_features(item.response_a), style_b=style_features(item.response_b))
 
     async def point(self, item: GoldPoint) -> ItemResult:
         meter = Meter()
@@ -169,14 +171,15 @@ class PanelRunner:
 
     def _result(self, item: GoldPair | GoldPoint, pred: str | None, verdicts: list[Verdict], meter: Meter,
                 **kw: Any) -> ItemResult:
-        costs = [usd_for(v.model, v.usage) if v.model else 0.0 for v in verdicts]
+        # the calls and hits as made; tokens and money of every verdict, cached or not, so that a rerun from the
+        # cache reports what judging costs (a verdict without a model, a verifier's, costs nothing)
+        made = meter.spend
+        judged = sum((Spend.call(v.usage, usd_for(v.model, v.usage)) for v in verdicts if v.model), Spend())
         return ItemResult(
             item_id=item.id, subset=item.subset, gold=item.label, pred=pred, verdicts=len(verdicts),
-            invalid=sum(v.status in BAD for v in verdicts), calls=meter.calls, cache_hits=meter.cache_hits,
-            unpriced_calls=meter.unpriced_calls,
-            prompt_tokens=sum(v.usage.prompt_tokens for v in verdicts),
-            completion_tokens=sum(v.usage.completion_tokens for v in verdicts),
-            usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs), **kw,
+            invalid=sum(v.status in BAD for v in verdicts), calls=made.calls, cache_hits=made.cache_hits,
+            unpriced_calls=made.unpriced_calls, prompt_tokens=judged.prompt_tokens,
+            completion_tokens=judged.completion_tokens, usd=None if judged.unpriced_calls else judged.usd or 0.0, **kw,
         )
 
     # -- the whole set ----------------------------------------------------------------------------------
@@ -276,7 +279,8 @@ async def arun_panel(panel: str | Path | Panel, gold: GoldSet, settings: RunSett
     began = time.perf_counter()
     results = await runner.run(gold, journal=journal, label=label, progress=progress)
     info = {"panel": runner.panel.name, "source": runner.panel.source, "fingerprint": fp,
-            "judges": [{"name": j.name, "kind": j.kind, "rubric": j.rubric, "scale": list(j.scale)}
+            "judges": [{"name": j.name, "kind": j.kind, "rubric": j.rubric, "scale": list(j.scale),
+                        "score_method": j.score_method}
                        for j in runner.panel.judges],
             "aggregate": runner.panel.aggregate, "journal": journal.name if journal else None,
             "wall_seconds": round(time.perf_counter() - began, 3)}

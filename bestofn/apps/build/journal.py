@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS prompts (
 """
 
 
+def settings_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every setting that differs (a resumed build must change none)."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+
+
 def state_dir(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".state")
@@ -69,8 +74,7 @@ class Journal:
         if row is None:
             self.conn.execute("INSERT INTO meta VALUES ('settings', ?)", (blob,))
             return
-        old = json.loads(row[0])
-        changed = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted({*old, *settings}) if old.get(k) != settings.get(k)]
+        changed = settings_changed(json.loads(row[0]), settings)
         if changed:
             raise ConfigError(
                 f"the journal in {self.dir} was made with other settings ({'; '.join(changed)}); "

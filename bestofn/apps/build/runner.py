@@ -5,6 +5,9 @@ pipeline, through the shared cache), then commit the prompt's whole result to th
 and append its rows to the output. Prompts run `concurrency` at a time. A rerun of the same command skips
 finished prompts (a finished build makes no model call), retries failed ones, and rewrites the output from the
 journal, so whatever moment a build was killed at, no row is lost or written twice (see journal.py).
+
+`run_prompt` is the per-prompt pipeline; this module schedules it in one process, and with `ray=` each actor
+of a Ray cluster runs it (ray.py), writing a folder of part files (folder.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +33,9 @@ from bestofn.apps.build.inputs import Columns, PromptRow, read_prompts
 from bestofn.apps.build.journal import Journal
 from bestofn.apps.build.report import BuildProgress, BuildSummary, print_summary, prompt_info, summarise
 from bestofn.backends.cache import Cache, resolve_cache
-from bestofn.errors import BestofnError, ConfigError
+from bestofn.errors import BestofnError, ConfigError, MissingExtraError
 from bestofn.sinks import jsonl
-from bestofn.sinks.export import check_output, rows_for, sft_skip, write_rows
+from bestofn.sinks.export import FORMATS, check_output, rows_for, sft_skip, write_rows
 from bestofn.ranking.pairs import STRATEGIES
 from bestofn.config.panel import Panel, load_panel
 from bestofn.records import Selection
@@ -72,6 +77,10 @@ class BuildOptions:
     dry_run: bool = False  # read and check the inputs, print the calls, tokens and money: call nothing (estimate.py)
     max_usd: float | None = None  # budgets of this invocation (budget.py); a rerun goes on for as much again
     max_calls: int | None = None
+    ray: str | bool | None = None  # None: this process; True or "local": a local Ray; "auto", "ray://...": a cluster
+    file_type: str | None = None  # with ray: the parts' type, parquet (the default) or jsonl
+    ray_actors: int | None = None  # with ray: actors in the pool (default: one per CPU of the cluster)
+    ray_batch_size: int | None = None  # with ray: prompts per part file (default: from the prompts and actors)
 
     def check(self) -> None:
         check_n(self.n)
@@ -84,6 +93,10 @@ class BuildOptions:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
         if not 0.0 <= self.min_score <= 1.0:
             raise ConfigError(f"--min-score must be between 0 and 1 (a normalised score), got {self.min_score}")
+        if self.format not in FORMATS:
+            raise ConfigError(f"unknown format {self.format!r}; choose from {', '.join(FORMATS)}")
+        if self.ray is None and self.file_type is not None:
+            raise ConfigError("--file-type goes with --ray (without it, the output's suffix picks the file type)")
 
 
 def _settings(opts: BuildOptions, panel: Panel) -> dict[str, Any]:
@@ -118,6 +131,44 @@ def _no_pair_reason(selection: Selection, never_chosen: set[str], margin: float)
     if selection.ranking[0] in never_chosen:
         return "best candidate vetoed or unchecked by the safety judge"
     return f"no pair with a margin of at least {margin:g}"
+
+
+@dataclass
+class Outcome:
+    """One prompt's result: its journal record (None: it failed, and `reason` says why) and its Selection."""
+
+    row: PromptRow
+    selection: Selection | None
+    record: dict[str, Any] | None
+    reason: str | None  # done: why it gave no pair (None: it gave pairs); failed: what failed
+
+
+async def run_prompt(row: PromptRow, opts: BuildOptions, panel: Panel, margin: float, cache: Cache | None) -> Outcome:
+    """The per-prompt pipeline, one implementation for both schedulers (this process, Ray's actors): generate,
+    judge, aggregate and pair (aselect), then the record the journal keeps. A ConfigError (a bad model spec or
+    panel fails every prompt) is raised; any other failure is the Outcome's reason, retried by the next run."""
+    try:
+        selection = await aselect(
+            row.messages, n=opts.n, model=opts.model, judge_model=opts.judge_model, panel=panel,
+            base_url=opts.base_url, seed=opts.seed, max_tokens=opts.max_tokens,
+            judge_max_tokens=opts.judge_max_tokens, temperature=opts.temperature, reference=row.reference,
+            constraints=row.constraints, strategy=opts.strategy, pair_margin=margin,
+            cache=False if cache is None else cache,
+        )
+    except ConfigError:
+        raise
+    except BestofnError as exc:
+        return Outcome(row, None, None, str(exc))
+    errors = [v for v in selection.verdicts if v.status == "error"]
+    if errors:  # a backend failed mid-judging: retry the prompt later rather than keep a partial verdict set
+        return Outcome(row, selection, None, f"judge {errors[0].judge}: {errors[0].reason}")
+    pairs = selection.pairs  # aselect never makes a vetoed or safety-flagged answer the chosen side
+    reason = None if pairs else _no_pair_reason(selection, selection.unsafe_ids(), margin)
+    record = {
+        "prompt_id": row.id, "line": row.line, "metadata": row.metadata, "generator": _spec(opts.model),
+        "seed": opts.seed, "reason": reason, "selection": selection.model_dump(mode="json"),
+    }
+    return Outcome(row, selection, record, reason)
 
 
 class _Writer:
@@ -169,7 +220,9 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
     the BuildEstimate of its calls, tokens and money instead, with no model called and nothing written."""
     opts = BuildOptions(**options)
     opts.check()
-    out = check_output(out, opts.format)
+    if opts.ray is not None and not opts.dry_run:  # the same pipeline on a Ray cluster, into a folder (ray.py)
+        return await asyncio.to_thread(_ray_build, prompts, out, options, console, progress)
+    out = Path(out) if opts.ray is not None else check_output(out, opts.format)
     console = console or Console(stderr=True)
     panel = opts.panel if isinstance(opts.panel, Panel) else load_panel(opts.panel)
     margin = panel.pair_margin if opts.pair_margin is None else opts.pair_margin
@@ -230,32 +283,14 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
     commits: set[asyncio.Future[None]] = set()
 
     async def one(row: PromptRow) -> Selection | None:
-        try:
-            selection = await aselect(
-                row.messages, n=opts.n, model=opts.model, judge_model=opts.judge_model, panel=panel,
-                base_url=opts.base_url, seed=opts.seed, max_tokens=opts.max_tokens,
-                judge_max_tokens=opts.judge_max_tokens, temperature=opts.temperature, reference=row.reference,
-                constraints=row.constraints, strategy=opts.strategy, pair_margin=margin,
-                cache=False if cache is None else cache,
-            )
-        except ConfigError:
-            raise  # a bad model spec or panel fails every prompt: stop at once
-        except BestofnError as exc:
-            return await failed(row, str(exc), None)
-        errors = [v for v in selection.verdicts if v.status == "error"]
-        if errors:  # a backend failed mid-judging: retry the prompt later rather than keep a partial verdict set
-            return await failed(row, f"judge {errors[0].judge}: {errors[0].reason}", selection)
-        pairs = selection.pairs  # aselect never makes a vetoed or safety-flagged answer the chosen side
-        reason = None if pairs else _no_pair_reason(selection, selection.unsafe_ids(), margin)
-        record = {
-            "prompt_id": row.id, "line": row.line, "metadata": row.metadata, "generator": _spec(opts.model),
-            "seed": opts.seed, "reason": reason, "selection": selection.model_dump(mode="json"),
-        }
+        done = await run_prompt(row, opts, panel, margin, cache)
+        if done.record is None:
+            return await failed(row, done.reason or "failed", done.selection)
         # The commit (fsync) runs on the writer's thread while this worker takes the next prompt.
-        task = asyncio.ensure_future(commit(row, record, reason, selection))
+        task = asyncio.ensure_future(commit(row, done.record, done.reason, done.selection))
         commits.add(task)
         task.add_done_callback(commits.discard)
-        return selection
+        return done.selection
 
     async def commit(row: PromptRow, record: dict[str, Any], reason: str | None, selection: Selection) -> None:
         await writer.commit(row, record, prompt_info(selection, reason), reason)
@@ -305,7 +340,22 @@ async def _run(pending: list[PromptRow], opts: BuildOptions, panel: Panel, margi
 
 def build(prompts: str | Path, out: str | Path, **options: Any) -> BuildSummary | BuildEstimate:
     """Sync wrapper of `abuild` (same keyword arguments)."""
+    if options.get("ray") is not None and not options.get("dry_run"):
+        return _ray_build(prompts, out, options, options.pop("console", None), options.pop("progress", True))
     return run_sync(abuild(prompts, out, **options))
+
+
+def _ray_build(prompts: str | Path, out: str | Path, options: dict[str, Any], console: Console | None,
+               progress: bool) -> BuildSummary:
+    if options["ray"] in (True, "", "local") and "ray" not in sys.modules:  # Ray reads it when imported:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local Ray binds loopback only
+    try:
+        from bestofn.apps.build.ray import build_on_ray
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "ray":
+            raise MissingExtraError("bestofn build --ray", "ray", "ray[data]") from exc
+        raise
+    return build_on_ray(prompts, out, options, console=console or Console(stderr=True), progress=progress)
 
 
 __all__ = ["BuildError", "BuildOptions", "BuildSummary", "abuild", "build", "print_summary", "rewrite_output"]

@@ -23,9 +23,16 @@ from bestofn.ranking.pairs import STRATEGIES
 from bestofn.pipeline.select import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 
 
+def ray_flag(args: list[str]) -> list[str]:
+    """`--ray` with no ADDRESS (last, or before another option) is `--ray=local`: typer has no optional values."""
+    return [f"{a}=local" if a == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")) else a
+            for i, a in enumerate(args)]
+
+
 def build(
     prompts: Path = typer.Argument(..., help="Prompts: .jsonl, .json, .csv or .parquet with a prompt or messages column."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output file; its suffix (.jsonl or .parquet) picks the type."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output file; its suffix (.jsonl or .parquet) picks the type. "
+                             "With --ray: a folder of part files."),
     fmt: str = typer.Option("trl-conversational", "--format", help=f"One of: {', '.join(FORMATS)}."),
     min_score: float = typer.Option(0.0, "--min-score", min=0.0, max=1.0,
                                     help="sft: the best's normalised score (0-1) a prompt needs to give a row."),
@@ -55,6 +62,10 @@ def build(
                                             "this many US dollars (every model needs a price); exit 3."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Stop starting prompts once this run has made "
                                             "this many model calls; exit 3. A rerun goes on for as many again."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run on Ray: alone, start or join a "
+                                      "local one; auto, HOST:PORT or ray://HOST:PORT: that cluster. OUT is a folder."),
+    file_type: Optional[str] = typer.Option(None, "--file-type", help="With --ray: the part files' type, parquet "
+                                            "(default) or jsonl."),
 ) -> None:
     """Build a preference dataset: n answers per prompt, judged, paired, written exactly once (resumable)."""
     err = Console(stderr=True)
@@ -66,7 +77,7 @@ def build(
             base_url=base_url, seed=seed, max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
             temperature=temperature, pair_margin=pair_margin, concurrency=concurrency, on_error=on_error,
             cache=not no_cache, columns=columns, console=err, min_score=min_score, dry_run=dry_run,
-            max_usd=max_usd, max_calls=max_calls,
+            max_usd=max_usd, max_calls=max_calls, ray=ray, file_type=file_type,
         )
     except BuildError as exc:
         summary = exc.summary

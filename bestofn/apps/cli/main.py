@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bestofn.apps.cli.ab import ab
-from bestofn.apps.cli.build import build
+from bestofn.apps.cli.build import build, ray_flag
 from bestofn.apps.cli.doctor import doctor
 from bestofn.apps.cli.options import (
     BaseUrl, Debug, JudgeMaxTokens, JudgeModel, Json, Log, MaxTokens, Model, N, NoCache, PairMargin, Panel, Seed,
@@ -172,7 +172,7 @@ def _print_selection(selection: Selection, log: Optional[Path]) -> None:
 
 def main() -> None:
     try:
-        app()
+        app(args=ray_flag(sys.argv[1:]))  # `build --ray` alone: a local Ray
     except (BestofnError, ValueError, OSError) as exc:
         if _state["debug"] or os.environ.get("BESTOFN_DEBUG"):
             raise

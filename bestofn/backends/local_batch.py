@@ -1,0 +1,283 @@
+"""The embedded model's batched engine: the sequences of several calls decode together in `llama_decode` batches.
+
+`BESTOFN_LOCAL_ENGINE=batched` (the default) or `sequential` (today's path: one `create_chat_completion` at a
+time; calls asking for top logprobs always take it). The engine runs on the model's worker thread, with its own
+llama.cpp context on the shared model: one KV stream per sequence.
+
+- Calls arriving within `WINDOW_S` of each other are decoded together: the n samples of one call, the judge
+  calls of one prompt (bestofn.pipeline.schedule submits them all at once).
+- Prompts are made as `create_chat_completion` makes them (its own chat handler runs; the completion call it
+  makes is recorded instead of run), and so are the sampler chain (penalties, the JSON-schema grammar where the
+  output is constrained, top-k, typical, top-p, min-p, temperature, the seeded distribution: one per sequence)
+  and the stop rules (end of generation, stop strings, max_tokens: finish_reason "length").
+- Shared prompt prefixes are evaluated once: a prefix tree over the token lists, each node decoded on one
+  sequence and copied to the others (`llama_memory_seq_cp`): the rubric and question of a rubric's judge calls,
+  the whole prompt of n samples. Then every live sequence decodes one token per step.
+- Threads as on the sequential path: prompts on n_threads_batch, generation steps on n_threads.
+
+Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path, so its
+logits are the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py
+compares them; tests/test_local_batched.py asserts it). The alternatives change them: flash attention moved the
+logits of a prompt's last token by up to 0.77, and one KV cache shared by all sequences (their cells interleaved)
+changed all four of four sampled texts. Greedy decoding under a grammar (the judges' verdicts) takes the most
+likely token when the grammar accepts it and applies the grammar to the whole vocabulary only when it does not:
+the same token, without the grammar's pass over 49k tokens at every step (as costly as the step's decode).
+
+Speed: on a 2-core AMD EPYC (Zen 5) llama.cpp's Q4_1 kernels are compute-bound, so a step of 4 sequences costs
+4 steps of one: at equal threads batching gives generation no speed, and judging gains what the grammar check
+saves (1.2x; bench/bench_local.py).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bestofn.backends.base import Completion, SamplingParams
+from bestofn.backends.local_sequence import Sequence, common_prefix, kv_cells, sequences
+from bestofn.errors import ConfigError
+
+ENV = "BESTOFN_LOCAL_ENGINE"
+ENGINES = ("batched", "sequential")
+#: sequences one round decodes together (SamplingParams.n is at most 64)
+MAX_SEQS = 64
+#: calls arriving within this many seconds of the last one join its batch, for at most MAX_WAIT_S
+WINDOW_S = 0.01
+MAX_WAIT_S = 0.1
+
+
+def engine_choice() -> str:
+    raw = os.environ.get(ENV, "").strip().lower() or ENGINES[0]
+    if raw not in ENGINES:
+        raise ConfigError(f"{ENV} must be 'batched' or 'sequential', got {raw!r}")
+    return raw
+
+
+# -- the engine -----------------------------------------------------------------------------------------------
+
+
+class BatchEngine:
+    """A llama.cpp context on `llama`'s model with one KV stream per sequence (`kv_unified` off: each sequence's
+    cells contiguous, as on the sequential path, and attention over its own cells only), sized for the round it
+    runs and kept while later rounds fit. Runs on the model's worker thread only; closed with the model
+    (registered on the Llama's exit stack, so before it)."""
+
+    def __init__(self, llama: Any) -> None:
+        from llama_cpp import _internals
+
+        self.llama = llama
+        self.n_ctx = llama.n_ctx()  # each sequence's limit, as on the sequential path
+        self.n_batch = llama.n_batch
+        self._ctx: Any = None
+        self.shape = (0, 0)  # (sequences, cells per sequence) of the current context
+        self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._vocab = llama._model.vocab
+        llama._stack.callback(self.close)
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        self._batch.close()
+
+    def _context(self, n_seqs: int, stream: int) -> None:
+        """A context for n_seqs streams of `stream` cells: the current one if it has enough streams and cells,
+        but not more than twice the cells (a prefix is copied to another stream whole)."""
+        from llama_cpp import _internals
+
+        seqs, cells = self.shape
+        if self._ctx is not None and n_seqs <= seqs and stream <= cells <= 2 * stream:
+            return
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        params = type(self.llama.context_params).from_buffer_copy(self.llama.context_params)
+        params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * stream, n_seqs, False
+        self._ctx = _internals.LlamaContext(model=self.llama._model, params=params, verbose=False)
+        self.shape = (n_seqs, stream)
+
+    def rounds(self, seqs: list[Sequence]) -> list[list[Sequence]]:
+        """Consecutive sequences packed into rounds of at most MAX_SEQS whose streams (each the round's longest
+        prompt and max_tokens, in blocks of 256 cells) fit in the model's context size: the engine never holds
+        more KV cells than the sequential path's context (8192, 189 MB for SmolLM2-135M)."""
+        out: list[list[Sequence]] = []
+        stream = 0
+        for s in seqs:
+            need = kv_cells(s)
+            if out and len(out[-1]) < MAX_SEQS and (len(out[-1]) + 1) * max(stream, need) <= self.n_ctx:
+                out[-1].append(s)
+                stream = max(stream, need)
+            else:
+                out.append([s])
+                stream = need
+        return out
+
+    def run(self, seqs: list[Sequence]) -> None:
+        """Decode one round to the end: every sequence gets its text and finish reason."""
+        import llama_cpp.llama_cpp as C
+
+        stream = max(kv_cells(s) for s in seqs)
+        self._context(len(seqs), stream)
+        C.llama_memory_clear(self._ctx.memory, False)
+        started = time.perf_counter()
+        for i, s in enumerate(seqs):
+            s.seq_id, s.started = i, started
+        self._ctx.set_n_threads(self.llama.n_threads_batch, self.llama.n_threads_batch)
+        pending = self._prefill(seqs)
+        self._ctx.set_n_threads(self.llama.n_threads, self.llama.n_threads)
+        while pending:
+            self._decode([(s.tokens[-1], len(s.prompt) + len(s.tokens) - 1, s.seq_id, True) for s in pending])
+            for i, s in enumerate(pending):
+                self._sample(s, i)
+            for s in pending:
+                if s.finish is not None:
+                    C.llama_memory_seq_rm(self._ctx.memory, s.seq_id, -1, -1)
+            pending = [s for s in pending if s.finish is None]
+
+    def _prefill(self, seqs: list[Sequence]) -> list[Sequence]:
+        """Evaluate the prompts as a prefix tree, breadth first: a node's tokens on its first sequence, then
+        copied to the others; each sequence samples its first token from the logits of its prompt's last token.
+        Returns the sequences still generating."""
+        import llama_cpp.llama_cpp as C
+
+        level = [(0, seqs)]
+        while level:
+            work: list[tuple[int, int, int, bool]] = []  # token, position, sequence, logits wanted
+            waiting: dict[int, list[Sequence]] = {}  # index in `work` -> sequences sampling from its logits
+            copies, children = [], []
+            for start, members in level:
+                owner = members[0]
+                end = min(common_prefix(owner.prompt, m.prompt) for m in members)
+                done = [m for m in members if len(m.prompt) == end]
+                work.extend((owner.prompt[p], p, owner.seq_id, bool(done) and p == end - 1) for p in range(start, end))
+                if done:
+                    waiting[len(work) - 1] = done
+                copies.extend((owner.seq_id, m.seq_id) for m in members[1:])
+                groups: dict[int, list[Sequence]] = {}
+                for m in members:
+                    if len(m.prompt) > end:
+                        groups.setdefault(m.prompt[end], []).append(m)
+                children.extend((end, g) for g in groups.values())
+            for offset in range(0, len(work), self.n_batch):
+                chunk = work[offset: offset + self.n_batch]
+                self._decode(chunk)
+                for index in range(offset, offset + len(chunk)):
+                    for s in waiting.get(index, ()):
+                        self._sample(s, index - offset)
+            for src, dst in copies:  # across streams only whole: the owner holds exactly the prefix so far
+                C.llama_memory_seq_cp(self._ctx.memory, src, dst, -1, -1)
+            level = children
+        return [s for s in seqs if s.finish is None]
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        import llama_cpp.llama_cpp as C
+
+        batch = self._batch.batch
+        batch.n_tokens = len(items)
+        for i, (token, pos, seq, logits) in enumerate(items):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+            batch.seq_id[i][0] = seq
+        code = C.llama_decode(self._ctx.ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code} for a batch of {len(items)} tokens")
+
+    def _sample(self, s: Sequence, index: int) -> None:
+        import llama_cpp.llama_cpp as C
+
+        token = s.sampler.sample(self._ctx.ctx, index)
+        s.accept(token, C.llama_vocab_is_eog(self._vocab, token), self.llama.detokenize([token]),
+                 room=min(self.n_ctx, self.shape[1]))
+
+
+# -- gathering calls ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    messages: list[dict[str, str]]
+    params: SamplingParams
+    future: concurrent.futures.Future
+
+
+class Batcher:
+    """Collects the calls made to one model within a short window and runs them together on its worker."""
+
+    def __init__(self, llama: Any, executor: concurrent.futures.Executor) -> None:
+        self.llama, self.executor = llama, executor
+        self.engine: BatchEngine | None = None
+        self._lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._timer: threading.Timer | None = None
+        self._first = self._last = 0.0
+
+    def submit(self, messages: list[dict[str, str]], params: SamplingParams) -> concurrent.futures.Future:
+        """A future of the call's `params.n` completions (ValueError where a prompt cannot fit)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._pending.append(_Request(messages, params, future))
+            self._last = time.monotonic()
+            if self._timer is None:
+                self._first = self._last
+                self._arm(WINDOW_S)
+        return future
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._tick)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _tick(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < WINDOW_S and now - self._first < MAX_WAIT_S:
+                self._arm(WINDOW_S - (now - self._last))
+                return
+            batch, self._pending, self._timer = self._pending, [], None
+        try:
+            self.executor.submit(self.run, batch)
+        except RuntimeError as exc:  # the executor was shut down (interpreter exit)
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+
+    def run(self, batch: list[_Request]) -> None:
+        """On the model's worker thread: every call of `batch` decoded, in rounds that fit the KV cache."""
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        try:
+            if self.engine is None:
+                self.engine = BatchEngine(self.llama)
+            seqs: list[Sequence] = []
+            for index, request in enumerate(live):
+                try:
+                    seqs.extend(sequences(self.llama, index, request.messages, request.params))
+                except ValueError as exc:
+                    request.future.set_exception(exc)
+            for round_ in self.engine.rounds(seqs):
+                self.engine.run(round_)
+        except Exception as exc:  # a failed decode fails every call of the batch
+            for request in live:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        by_request: dict[int, list[Completion]] = {}
+        for s in seqs:
+            by_request.setdefault(s.request, []).append(s.completion())
+        for index, request in enumerate(live):
+            if not request.future.done():
+                request.future.set_result(by_request[index])
+
+
+_batchers_lock = threading.Lock()
+
+
+def batcher_for(llama: Any, executor: concurrent.futures.Executor) -> Batcher:
+    """The one Batcher of a loaded model (kept on the Llama instance, so that it goes with it)."""
+    with _batchers_lock:
+        batcher = llama.__dict__.get("_bestofn_batcher")
+        if batcher is None:
+            batcher = llama.__dict__["_bestofn_batcher"] = Batcher(llama, executor)
+        return batcher

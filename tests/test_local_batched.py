@@ -1,0 +1,135 @@
+"""The batched local engine (bestofn.backends.local_batch) on the real SmolLM2: the n samples of a call and the
+judge calls of a prompt decode in shared `llama_decode` batches, give the sequential path's texts for the same
+seeds, keep grammar-constrained replies schema-valid and report max_tokens as finish_reason "length".
+
+Every batch that reaches llama.cpp is seen by a wrapper around the real `llama_decode` (it counts the distinct
+sequences in it), so a batched call that silently went one sequence at a time fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import jsonschema
+import pytest
+
+from bestofn.backends import local, local_batch
+from bestofn.backends.base import SamplingParams
+from bestofn.errors import ConfigError
+from bestofn.records import Message
+
+ASK = [Message(role="user", content="Name a colour and say why you like it.")]
+SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "enum": list(range(1, 11))}},
+          "required": ["score"], "additionalProperties": False}
+RUBRIC = "You grade answers. Rate from 1 to 10 how true the statement is. Reply with JSON: {\"score\": N}."
+STATEMENTS = ["The sky is blue.", "Fish can fly to the moon.", "Water boils at 100 C at sea level.",
+              "Two plus two is five."]
+
+
+class Batches(list):
+    """The sequence ids of every batch given to llama.cpp's llama_decode, and the prefix copies between
+    sequences (llama_memory_seq_cp)."""
+
+    copies: list[tuple[int, int]]
+
+    def widest(self) -> int:
+        return max(map(len, self))
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    import llama_cpp.llama_cpp as c
+
+    seen = Batches()
+    seen.copies = []
+    real_decode, real_copy = c.llama_decode, c.llama_memory_seq_cp
+
+    def decode(ctx, batch):  # the real llama_decode, after noting which sequences the batch holds
+        seen.append({batch.seq_id[i][0] for i in range(batch.n_tokens)})
+        return real_decode(ctx, batch)
+
+    def seq_cp(mem, src, dst, p0, p1):
+        seen.copies.append((src, dst))
+        return real_copy(mem, src, dst, p0, p1)
+
+    monkeypatch.setattr(c, "llama_decode", decode)
+    monkeypatch.setattr(c, "llama_memory_seq_cp", seq_cp)
+    monkeypatch.delenv(local_batch.ENV, raising=False)
+    return seen
+
+
+def backend(engine: str) -> local.LocalBackend:
+    b = local.LocalBackend()
+    assert b.engine == "batched"  # the default
+    b.engine = engine
+    return b
+
+
+def judge_calls(b: local.LocalBackend, temperature: float):
+    """Four judge-like calls sharing the rubric (the first one with two samples), submitted at once as the
+    pipeline's judge_all submits them."""
+    async def go():
+        return await asyncio.gather(*(
+            b.sample([Message(role="system", content=RUBRIC), Message(role="user", content=s)],
+                     SamplingParams(n=2 if i == 0 else 1, temperature=temperature, max_tokens=16, seed=7,
+                                    json_schema=SCHEMA))
+            for i, s in enumerate(STATEMENTS)))
+    return [c for out in asyncio.run(go()) for c in out]
+
+
+def test_n_samples_decode_together_distinct_per_seed_and_as_the_sequential_path(batches):
+    params = SamplingParams(n=4, temperature=0.9, max_tokens=10, seed=3)
+    first = asyncio.run(backend("batched").sample(ASK, params))
+    assert batches.widest() == 4  # the four samples shared decode batches
+    assert len(first) == 4 and all(c.text and c.finish_reason in ("stop", "length") for c in first)
+    assert all(0 < c.usage.completion_tokens <= 10 and c.usage.prompt_tokens > 0 for c in first)
+    assert len({c.text for c in first}) == 4  # a seed per sample
+    again = asyncio.run(backend("batched").sample(ASK, params))
+    assert [c.text for c in again] == [c.text for c in first]  # deterministic for a fixed seed
+    batches.clear()
+    sequential = asyncio.run(backend("sequential").sample(ASK, params))
+    assert batches and batches.widest() == 1
+    assert [c.text for c in sequential] == [c.text for c in first]  # same seeds, same texts
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])  # greedy: the grammar checks one token; sampled: the chain's
+def test_judge_calls_share_their_prefix_and_every_reply_fits_the_schema(batches, temperature):
+    replies = judge_calls(backend("batched"), temperature)
+    assert batches.widest() == len(STATEMENTS) + 1  # the separate calls decoded together
+    assert batches.copies  # the shared rubric prefix was evaluated once and copied
+    for reply in replies:
+        assert reply.finish_reason == "stop"
+        jsonschema.validate(json.loads(reply.text), SCHEMA)
+    if temperature == 0.0:
+        assert [r.text for r in judge_calls(backend("sequential"), 0.0)] == [r.text for r in replies]
+
+
+def test_max_tokens_is_reported_as_length(batches):
+    out = asyncio.run(backend("batched").sample(ASK, SamplingParams(n=2, temperature=0.5, max_tokens=3, seed=1)))
+    assert [c.finish_reason for c in out] == ["length", "length"]
+    assert [c.usage.completion_tokens for c in out] == [3, 3]
+    assert batches.widest() == 2
+
+
+def test_the_sequential_setting_decodes_one_sequence_at_a_time(batches, monkeypatch):
+    monkeypatch.setenv(local_batch.ENV, " Sequential ")
+    b = local.LocalBackend()
+    assert b.engine == "sequential"
+    out = asyncio.run(b.sample(ASK, SamplingParams(n=2, temperature=0.9, max_tokens=4, seed=0)))
+    assert len(out) == 2 and all(c.finish_reason in ("stop", "length") for c in out)
+    assert batches and batches.widest() == 1 and not batches.copies
+    monkeypatch.setenv(local_batch.ENV, "parallel")
+    with pytest.raises(ConfigError, match="BESTOFN_LOCAL_ENGINE must be 'batched' or 'sequential'"):
+        local.LocalBackend()
+
+
+def test_a_prompt_too_long_fails_its_call_only(batches):
+    b = backend("batched")
+    huge = [Message(role="user", content="word " * 9000)]
+
+    async def go():
+        return await asyncio.gather(b.sample(huge, SamplingParams(max_tokens=2)),
+                                    b.sample(ASK, SamplingParams(max_tokens=2)), return_exceptions=True)
+    too_long, fine = asyncio.run(go())
+    assert "exceed context window" in str(too_long) and str(too_long).startswith("local:")
+    assert fine[0].usage.completion_tokens == 2
