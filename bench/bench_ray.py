@@ -8,8 +8,10 @@ choices + 4 judges x n requests) are built
 each into a fresh output, without the call cache (every call reaches the server). Each backend may hold as many
 requests in flight as its prompts need (BESTOFN_CONCURRENCY = prompts in flight x requests per prompt), so
 neither side is capped below the other. Printed: prompts/s of each, the ratio (goal: Ray >= 0.9x), Ray's fixed
-cost (start-up, reading, the actor pool: a build of A prompts) and its per-prompt overhead (Ray's seconds per
-prompt past the fixed cost, minus the single process's).
+cost (start-up, reading, the actor pool: a build of A prompts) and its per-prompt overhead, in wall time (Ray's
+seconds per prompt past the fixed cost, minus the single process's) and in CPU time (this process and every
+process it started but the server: the driver, and with Ray its raylet, GCS, workers and actors). On a shared
+machine the CPU figures are the ones to trust: wall time there measures the share of the cores each side gets.
 
     python bench/bench_ray.py [--prompts 2000] [-n 4] [--latency 0.1] [--concurrency 64] [--actors 2]
 """
@@ -21,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +50,43 @@ def prompts_file(folder: Path, count: int) -> Path:
     return path
 
 
+class CpuMeter:
+    """CPU seconds of this process and of every process it started (but `exclude`), sampled while it runs."""
+
+    def __init__(self, exclude: int):
+        import psutil
+
+        self.psutil, self.exclude, self.seen, self.stop = psutil, exclude, {}, threading.Event()
+
+    def _sample(self) -> None:
+        for p in self.psutil.Process().children(recursive=True):
+            if p.pid != self.exclude:
+                try:
+                    t = p.cpu_times()
+                    self.seen[p.pid] = max(self.seen.get(p.pid, 0.0), t.user + t.system)
+                except self.psutil.Error:
+                    pass
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self.base = {pid: self.seen[pid] for pid in self.seen}
+        self.own = time.process_time()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.2):
+            self._sample()
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        self.seconds = time.process_time() - self.own + sum(t - self.base.get(pid, 0.0) for pid, t in self.seen.items())
+        self.stop.clear()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=2000)
@@ -71,7 +111,8 @@ def main() -> None:
         os.environ["BESTOFN_CONCURRENCY"] = str(args.concurrency * per_prompt)
         server.ask("reset")
         started = time.perf_counter()
-        single = build(prompts, tmp / "single.jsonl", concurrency=args.concurrency, **options)
+        with CpuMeter(server.proc.pid) as cpu_single:
+            single = build(prompts, tmp / "single.jsonl", concurrency=args.concurrency, **options)
         t_single = time.perf_counter() - started
         calls_single, _ = server.ask("stats")
         assert single.done_now == args.prompts and single.failed == 0, single
@@ -86,7 +127,8 @@ def main() -> None:
         assert small.done_now == args.actors, small
         server.ask("reset")
         started = time.perf_counter()
-        on_ray = build(prompts, tmp / "ray", **ray_options)
+        with CpuMeter(server.proc.pid) as cpu_ray:
+            on_ray = build(prompts, tmp / "ray", **ray_options)
         t_ray = time.perf_counter() - started
         calls_ray, _ = server.ask("stats")
         assert on_ray.done_now == args.prompts and on_ray.failed == 0, on_ray
@@ -97,14 +139,16 @@ def main() -> None:
     rate_single, rate_ray = args.prompts / t_single, args.prompts / t_ray
     steady = args.prompts / max(t_ray - t_fixed, 1e-9)
     overhead_ms = ((t_ray - t_fixed) - t_single) / args.prompts * 1000
+    cpu_ms = {k: c.seconds / args.prompts * 1000 for k, c in (("single", cpu_single), ("ray", cpu_ray))}
     print(f"  single process, --concurrency {args.concurrency}: {t_single:7.1f} s  {rate_single:6.1f} prompts/s  "
-          f"({calls_single} requests)")
+          f"({calls_single} requests)  CPU {cpu_ms['single']:.1f} ms/prompt")
     print(f"  Ray, {args.actors} actors x {per_actor}:{' ' * 12}{t_ray:7.1f} s  {rate_ray:6.1f} prompts/s  "
-          f"({calls_ray} requests)")
+          f"({calls_ray} requests)  CPU {cpu_ms['ray']:.1f} ms/prompt")
     print(f"  Ray / single: {rate_ray / rate_single:.2f}x (goal >= 0.9)")
     print(f"  Ray fixed cost (start-up, reading, the pool: a {args.actors}-prompt build): {t_fixed:.1f} s; "
           f"past it, {steady:.1f} prompts/s ({steady / rate_single:.2f}x), per-prompt overhead "
-          f"{overhead_ms:+.2f} ms of wall time")
+          f"{overhead_ms:+.2f} ms of wall time; CPU per prompt {cpu_ms['ray'] / cpu_ms['single']:.2f}x the single "
+          f"process's ({cpu_ms['ray'] - cpu_ms['single']:+.1f} ms, fixed cost included)")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ STATEMENTS = ["The sky is blue.", "Fish can fly to the moon.", "Water boils at 1
 
 
 class Batches(list):
-    """The sequence ids of every batch given to llama.cpp's llama_decode, and the prefix copies between
-    sequences (llama_memory_seq_cp)."""
+    """The sequence ids of every batch given to llama.cpp's llama_decode, the prefix copies between sequences
+    (llama_memory_seq_cp) and the sizes of the candidate arrays samplers were applied to (llama_sampler_apply)."""
 
     copies: list[tuple[int, int]]
+    applied: list[int]
 
     def widest(self) -> int:
         return max(map(len, self))
@@ -41,8 +42,8 @@ def batches(monkeypatch):
     import llama_cpp.llama_cpp as c
 
     seen = Batches()
-    seen.copies = []
-    real_decode, real_copy = c.llama_decode, c.llama_memory_seq_cp
+    seen.copies, seen.applied = [], []
+    real_decode, real_copy, real_apply = c.llama_decode, c.llama_memory_seq_cp, c.llama_sampler_apply
 
     def decode(ctx, batch):  # the real llama_decode, after noting which sequences the batch holds
         seen.append({batch.seq_id[i][0] for i in range(batch.n_tokens)})
@@ -52,8 +53,13 @@ def batches(monkeypatch):
         seen.copies.append((src, dst))
         return real_copy(mem, src, dst, p0, p1)
 
+    def apply(sampler, candidates):
+        seen.applied.append(candidates._obj.size)
+        return real_apply(sampler, candidates)
+
     monkeypatch.setattr(c, "llama_decode", decode)
     monkeypatch.setattr(c, "llama_memory_seq_cp", seq_cp)
+    monkeypatch.setattr(c, "llama_sampler_apply", apply)
     monkeypatch.delenv(local_batch.ENV, raising=False)
     return seen
 
@@ -100,7 +106,9 @@ def test_judge_calls_share_their_prefix_and_every_reply_fits_the_schema(batches,
     for reply in replies:
         assert reply.finish_reason == "stop"
         jsonschema.validate(json.loads(reply.text), SCHEMA)
-    if temperature == 0.0:
+    if temperature == 0.0:  # the grammar saw one token per step, the whole vocabulary only where it refused it
+        tokens = sum(r.usage.completion_tokens + 1 for r in replies)
+        assert batches.applied.count(1) == tokens and sum(n > 1 for n in batches.applied) < tokens / 2
         assert [r.text for r in judge_calls(backend("sequential"), 0.0)] == [r.text for r in replies]
 
 

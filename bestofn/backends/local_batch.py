@@ -13,7 +13,9 @@ llama.cpp context on the shared model: one KV stream per sequence.
 - Shared prompt prefixes are evaluated once: a prefix tree over the token lists, each node decoded on one
   sequence and copied to the others (`llama_memory_seq_cp`): the rubric and question of a rubric's judge calls,
   the whole prompt of n samples. Then every live sequence decodes one token per step.
-- Threads as on the sequential path: prompts on n_threads_batch, generation steps on n_threads.
+- Threads by llama.cpp's rule: n_threads for a batch of one token, n_threads_batch for more (prompts, and the
+  generation steps of several sequences: on a loaded machine BESTOFN_LOCAL_THREADS=1 avoids threads waiting on
+  each other at every op).
 
 Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path, so its
 logits are the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py
@@ -23,9 +25,12 @@ changed all four of four sampled texts. Greedy decoding under a grammar (the jud
 likely token when the grammar accepts it and applies the grammar to the whole vocabulary only when it does not:
 the same token, without the grammar's pass over 49k tokens at every step (as costly as the step's decode).
 
-Speed: on a 2-core AMD EPYC (Zen 5) llama.cpp's Q4_1 kernels are compute-bound, so a step of 4 sequences costs
-4 steps of one: at equal threads batching gives generation no speed, and judging gains what the grammar check
-saves (1.2x; bench/bench_local.py).
+Speed (bench/bench_local.py, 2-core AMD EPYC): llama.cpp's Q4_1 kernels are compute-bound there, so one thread
+decodes 4 sequences in a step no faster than in 4 steps. The gains are the second core, which a step of several
+sequences uses and a step of one does not (near idle, default threads: generation at n=4 1.36x the tokens/s,
+the default panel's 16 judge calls of a best-of-4 1.30x, `bestofn run -n 4` 33.6 s -> 24.4 s), and the grammar
+check (judging 1.2x at one thread on a loaded machine). Most of what is left is the judges' prompts: about
+5,000 tokens for a best-of-4, which no prefix sharing shortens (each rubric puts the answer after its own text).
 """
 
 from __future__ import annotations
@@ -126,9 +131,7 @@ class BatchEngine:
         started = time.perf_counter()
         for i, s in enumerate(seqs):
             s.seq_id, s.started = i, started
-        self._ctx.set_n_threads(self.llama.n_threads_batch, self.llama.n_threads_batch)
         pending = self._prefill(seqs)
-        self._ctx.set_n_threads(self.llama.n_threads, self.llama.n_threads)
         while pending:
             self._decode([(s.tokens[-1], len(s.prompt) + len(s.tokens) - 1, s.seq_id, True) for s in pending])
             for i, s in enumerate(pending):
@@ -162,12 +165,13 @@ class BatchEngine:
                     if len(m.prompt) > end:
                         groups.setdefault(m.prompt[end], []).append(m)
                 children.extend((end, g) for g in groups.values())
-            for offset in range(0, len(work), self.n_batch):
-                chunk = work[offset: offset + self.n_batch]
+            # one sequence per llama_decode, as the sequential path evaluates a prompt: several at once would
+            # split into more, smaller ubatches (one KV stream each) for no less compute
+            for chunk_start, chunk in _chunks(work, self.n_batch):
                 self._decode(chunk)
-                for index in range(offset, offset + len(chunk)):
+                for index in range(chunk_start, chunk_start + len(chunk)):
                     for s in waiting.get(index, ()):
-                        self._sample(s, index - offset)
+                        self._sample(s, index - chunk_start)
             for src, dst in copies:  # across streams only whole: the owner holds exactly the prefix so far
                 C.llama_memory_seq_cp(self._ctx.memory, src, dst, -1, -1)
             level = children
@@ -191,6 +195,15 @@ class BatchEngine:
         token = s.sampler.sample(self._ctx.ctx, index)
         s.accept(token, C.llama_vocab_is_eog(self._vocab, token), self.llama.detokenize([token]),
                  room=min(self.n_ctx, self.shape[1]))
+
+
+def _chunks(work: list[tuple[int, int, int, bool]], size: int):
+    """(offset, items): runs of consecutive items of one sequence, at most `size` long."""
+    start = 0
+    for i in range(1, len(work) + 1):
+        if i == len(work) or work[i][2] != work[start][2] or i - start == size:
+            yield start, work[start:i]
+            start = i
 
 
 # -- gathering calls ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -35,8 +36,10 @@ from bestofn.records import Candidate, Message, Usage, Verdict
 from bestofn.config.templates import Template, load_template
 
 
+@lru_cache(maxsize=64)
 def criteria_output_model(criteria: tuple[Criterion, ...]) -> type[BaseModel]:
-    """Reasoning first, then one integer per criterion on its own range, in the panel's order."""
+    """Reasoning first, then one integer per criterion on its own range, in the panel's order. Made once per
+    criteria (the judges are built per selection; a model and its JSON schema take about a millisecond)."""
     fields: dict[str, Any] = {"reasoning": (str, Field(description="One or two short sentences of reasoning."))}
     for c in criteria:
         low, high = c.scale

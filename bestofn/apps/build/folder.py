@@ -83,8 +83,13 @@ class Folder:
     def _journal_path(self, name: str) -> Path:
         return self.journal / f"{name}.jsonl"
 
+    def _whole(self, name: str, entry: dict[str, Any]) -> bool:
+        """An entry commits only with its files (one an orphaned actor wrote after recover() took them does not)."""
+        return self._journal_path(name).exists() and (not entry["part"] or (self.out / entry["part"]).exists())
+
     def entries(self, *, fresh: bool = True) -> dict[str, dict[str, Any]]:
-        """Manifest entries by commit name (`<actor>-<n>`), in name order. `fresh=False`: read only the new ones."""
+        """Manifest entries by commit name (`<actor>-<n>`), in name order, whole ones only (recover() deletes the
+        others). `fresh=False`: read only the ones not seen before."""
         if fresh:
             self._seen = {}
         try:
@@ -95,9 +100,11 @@ class Folder:
             name = file[: -len(".json")]
             if name not in self._seen:
                 try:
-                    self._seen[name] = json.loads((self.manifest / file).read_text(encoding="utf-8"))
+                    entry = json.loads((self.manifest / file).read_text(encoding="utf-8"))
                 except FileNotFoundError:  # recover() removed it meanwhile
                     continue
+                if self._whole(name, entry):
+                    self._seen[name] = entry
         return dict(sorted(self._seen.items()))
 
     def finished(self, *, fresh: bool = True) -> set[str]:
@@ -123,10 +130,9 @@ class Folder:
             for p in folder.glob(".*.tmp"):
                 p.unlink(missing_ok=True)
         entries = self.entries()
-        for name, entry in list(entries.items()):  # an entry whose files are gone commits nothing
-            if not self._journal_path(name).exists() or (entry["part"] and not (self.out / entry["part"]).exists()):
-                (self.manifest / f"{name}.json").unlink(missing_ok=True)
-                del entries[name]
+        for p in self.manifest.glob("*.json"):  # an entry whose files are gone commits nothing
+            if p.stem not in entries:
+                p.unlink(missing_ok=True)
         named = {self.part_path(n).name for n in entries} | {self._journal_path(n).name for n in entries}
         for p in [*self.out.glob("part-*"), *self.journal.glob("*.jsonl")]:
             if p.name not in named:

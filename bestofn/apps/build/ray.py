@@ -20,6 +20,7 @@ two entries name (a retried batch that had committed) in one part only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
@@ -59,15 +60,17 @@ SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 def connect(address: str | bool | None) -> None:
-    """Join Ray: `True`/`"local"`/`""`: start a local one on loopback (or join the one this machine runs);
-    `"auto"`, `"HOST:PORT"`, `"ray://HOST:PORT"`: that cluster. Nothing when this process already joined one."""
+    """Join Ray: `True`/`"local"`/`""`: the cluster RAY_ADDRESS names, else a new one on this machine for this
+    build, on loopback only (runner.py sets that before Ray is imported); `"auto"` (the cluster this machine is
+    part of), `"HOST:PORT"`, `"ray://HOST:PORT"`: that cluster. Nothing when this process already joined one."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    local = address in (True, "", "local")  # (on loopback only: runner.py sets that before Ray is imported)
-    try:
-        extra = {"include_dashboard": False} if local else {}
-        ray.init(address=None if local else str(address), log_to_driver=False, **extra)
+    local = address in (True, "", "local")
+    joined = os.environ.get("RAY_ADDRESS") if local else str(address)
+    try:  # not Ray's own default: a stale /tmp/ray/ray_current_cluster would have it wait minutes for nothing
+        extra = {} if joined else {"include_dashboard": False}
+        ray.init(address=joined or "local", log_to_driver=False, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"--ray {address}: cannot join the Ray cluster ({exc})") from exc
 
@@ -193,7 +196,8 @@ def build_on_ray(prompts: str | Path, out: str | Path, options: dict[str, Any], 
         folder.check_settings(settings)
         entries = folder.recover()
         connect(opts.ray)
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False  # our own progress line and summary
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ds = ray_inputs.read(prompts, opts.columns)
         scan = ray_inputs.scan(ds)
         if scan.issues and opts.on_error == "stop":
@@ -209,12 +213,18 @@ def build_on_ray(prompts: str | Path, out: str | Path, options: dict[str, Any], 
         wanted = set(scan.todo.values())
         summary.done_before = len(finished & wanted)
         pending = {k for k, pid in scan.todo.items() if pid not in finished}
+        accounted: set[str] = set()  # the prompts this run reported failed or left unstarted (a budget)
         if pending:
-            _run(ds, pending, out, file_type, opts, panel, margin, summary, console, progress)
+            accounted = _run(ds, pending, out, file_type, opts, panel, margin, summary, console, progress)
         entries = folder.recover()
         summary.rows = sum(e["rows"] for e in entries.values())
         done = [p for e in entries.values() for pid, p in e["prompts"].items() if pid in wanted]
         summary.done_now = len(done) - summary.done_before  # what the manifest says, whatever Ray retried
+        finished = {pid for e in entries.values() for pid in e["prompts"]}
+        lost = [] if summary.stopped else sorted({scan.todo[k] for k in pending} - finished - accounted)
+        for pid in lost:  # neither finished nor failed: the next run does them
+            summary.failed += 1
+            summary.failures.append(f"{pid}: not finished (its actor was lost); run the same command again")
         infos = [p["info"] for p in done]
         if opts.format == "sft":
             infos = [{**info, "reason": None} for info in infos]
@@ -232,7 +242,7 @@ def build_on_ray(prompts: str | Path, out: str | Path, options: dict[str, Any], 
 
 
 def _run(ds: Any, pending: set[tuple[str, int]], out: str | Path, file_type: str, opts: BuildOptions, panel: Panel,
-         margin: float, summary: BuildSummary, console: Console, progress: bool) -> None:
+         margin: float, summary: BuildSummary, console: Console, progress: bool) -> set[str]:
     actors = opts.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     batch = opts.ray_batch_size or max(1, min(MAX_BATCH, math.ceil(len(pending) / (actors * 4))))
     todo = ds.map_batches(partial(ray_inputs.select, ray.put(frozenset(pending))), batch_format="pyarrow")
@@ -251,7 +261,7 @@ def _run(ds: Any, pending: set[tuple[str, int]], out: str | Path, file_type: str
     )
     total = summary.prompts
     meter = BuildProgress(console, total=total, done=total - len(pending), enabled=progress and console.is_terminal)
-    unstarted = 0
+    unstarted, accounted = 0, set()
     try:
         with meter:
             for s in statuses.iter_rows():
@@ -260,6 +270,7 @@ def _run(ds: Any, pending: set[tuple[str, int]], out: str | Path, file_type: str
                 if s["status"] in ("done", "skipped"):  # skipped: a retried batch's prompt that had committed
                     meter.finished(SimpleNamespace(cost=spend))
                 elif s["status"] == "failed":
+                    accounted.add(s["prompt_id"])
                     summary.failed += 1
                     summary.failures.append(f"{s['prompt_id']} (line {s['line']}): {s['reason']}")
                     meter.finished(SimpleNamespace(cost=spend), failed=True)
@@ -267,6 +278,7 @@ def _run(ds: Any, pending: set[tuple[str, int]], out: str | Path, file_type: str
                         summary.stopped = f"prompt {s['prompt_id']} (line {s['line']}) failed: {s['reason']}"
                         break
                 elif s["status"] == "unstarted":
+                    accounted.add(s["prompt_id"])
                     unstarted += 1
     except Exception as exc:  # a worker's ConfigError (a bad model spec...) comes back wrapped by Ray
         cause = _bestofn_cause(exc)
@@ -280,6 +292,7 @@ def _run(ds: Any, pending: set[tuple[str, int]], out: str | Path, file_type: str
         reason = ray.get(ledger.stop_reason.remote())
         summary.budget_stop = (f"{reason}; {unstarted} of {total} prompts not started: "
                                "run the same command again to go on for as much again")
+    return accounted
 
 
 __all__ = ["PromptWorker", "build_on_ray", "connect"]

@@ -62,8 +62,9 @@ def build(
                                             "this many US dollars (every model needs a price); exit 3."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Stop starting prompts once this run has made "
                                             "this many model calls; exit 3. A rerun goes on for as many again."),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run on Ray: alone, start or join a "
-                                      "local one; auto, HOST:PORT or ray://HOST:PORT: that cluster. OUT is a folder."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run on Ray: alone, RAY_ADDRESS's "
+                                      "cluster or a new local one; auto, HOST:PORT or ray://HOST:PORT: that cluster. "
+                                      "OUT is a folder."),
     file_type: Optional[str] = typer.Option(None, "--file-type", help="With --ray: the part files' type, parquet "
                                             "(default) or jsonl."),
 ) -> None:
