@@ -246,8 +246,8 @@ def run(rows: list[dict[str, Any]], samples: dict[int, list[Candidate]], args: a
             continue
         acc = passed[label] / n
         ratio = f"{acc / single:.2f}x single" if single else "n/a"
-        extra = (f"   judging {seconds[label]:.1f} s, {meters[label].calls} model calls, "
-                 f"{meters[label].cache_hits} from the cache" if label in meters else "")
+        extra = (f"   judging {seconds[label]:.1f} s, {meters[label].spend.calls} model calls, "
+                 f"{meters[label].spend.cache_hits} from the cache" if label in meters else "")
         print(f"  {label:9s} {acc:6.1%}  ({passed[label]:.1f}/{n})  {ratio}{extra}")
     if undecided and not args.judge_all:
         print(f"  ({undecided} of {n} prompts were not decisive - all 8 samples pass, or all fail - so every pick\n"

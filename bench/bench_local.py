@@ -1,4 +1,9 @@
-"""The embedded model's two engines side by side, in one run: batched (bestofn.backends.local_batch) and sequential.
+"""The embedded model's engines and weights side by side, in one run: today's path (the sequential engine on the
+shipped Q4_1 weights), the batched engine (bestofn.backends.local_batch) on the same weights, and the default
+(the batched engine on the weights `BESTOFN_LOCAL_WEIGHTS=auto` picks for this CPU: bestofn.backends.cpu).
+
+0. Kernels: llama.cpp's raw speed per weight format (Q4_1 as shipped, f16, bf16): prompt tokens/s and the tokens/s
+   of 1 and of 4 sequences decoding together, at 1 and 2 threads.
 
 1. Generation: `-n 4` samples of "Why is the sky blue?" (temperature 0.8, `--max-tokens`), tokens per second.
 2. Judging: the default panel's 16 judge calls of a best-of-4 (`judge_all` on the four sequential samples, the
@@ -7,8 +12,7 @@
 3. With `--run`: `bestofn run "Why is the sky blue?" -n 4 --no-cache` in a child process per engine, seconds
    (model load included).
 
-Both engines use the one loaded model; each measurement alternates the engines (`--repeats` rounds, the order
-flipped every round) so that load from other processes hits both alike, and reports the median of wall seconds
+Each measurement alternates the configurations (`--repeats` rounds, the order flipped every round) so that load from other processes hits both alike, and reports the median of wall seconds
 and of process CPU seconds (CPU time is what the work costs when other processes share the cores). The machine's
 load average is printed before and after. BESTOFN_LOCAL_THREADS sets the threads of both.
 
@@ -30,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bestofn.backends.base import SamplingParams  # noqa: E402
+from bestofn.backends.cpu import WEIGHTS_ENV  # noqa: E402
 from bestofn.backends.local import LocalBackend  # noqa: E402
 from bestofn.config.panel import load_panel  # noqa: E402
 from bestofn.judging import JudgeInput, build_judges  # noqa: E402
@@ -37,14 +42,66 @@ from bestofn.pipeline.generate import mark_duplicates, to_candidate  # noqa: E40
 from bestofn.pipeline.schedule import judge_all  # noqa: E402
 from bestofn.records import Message  # noqa: E402
 
-ENGINES = ("sequential", "batched")
+#: (engine, weights): today's path, the batched engine on the same weights, the default
+ENGINES = ("sequential/original", "batched/original", "batched/auto")
 PROMPT = "Why is the sky blue?"
 
 
-def backend(engine: str) -> LocalBackend:
-    b = LocalBackend()
+def backend(config: str) -> LocalBackend:
+    engine, weights = config.split("/")
+    before = os.environ.get(WEIGHTS_ENV)
+    os.environ[WEIGHTS_ENV] = weights
+    try:
+        b = LocalBackend()
+    finally:
+        os.environ.pop(WEIGHTS_ENV) if before is None else os.environ.__setitem__(WEIGHTS_ENV, before)
     b.engine = engine
     return b
+
+
+def kernels() -> list[tuple[str, int, int, float, float]]:
+    """(weights, threads, sequences, prompt tok/s, decode tok/s) from raw llama_decode batches."""
+    import llama_cpp.llama_cpp as C
+    from llama_cpp import _internals
+
+    from bestofn.backends.local import _load, default_model_path
+    from bestofn.backends.local_weights import prepare
+
+    rows = []
+    for kind in ("original", "f16", "bf16"):
+        path, failed = prepare(default_model_path(), kind)
+        if failed:
+            print(f"  {kind}: {failed}")
+            continue
+        llama, _ = _load(path)
+        prompt = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 4)
+        batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
+        for threads in (1, 2):
+            for n_seqs in (1, 4):
+                params = type(llama.context_params).from_buffer_copy(llama.context_params)
+                params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 512, n_seqs, False
+                params.n_threads = params.n_threads_batch = threads
+                ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+
+                def decode(items):
+                    b = batch.batch
+                    b.n_tokens = len(items)
+                    for i, (tok, pos, seq, logits) in enumerate(items):
+                        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+                        b.seq_id[i][0] = seq
+                    assert C.llama_decode(ctx.ctx, b) == 0
+
+                t0 = time.perf_counter()
+                for seq in range(n_seqs):
+                    decode([(t, p, seq, p == len(prompt) - 1) for p, t in enumerate(prompt)])
+                prompt_tps = n_seqs * len(prompt) / (time.perf_counter() - t0)
+                steps, t0 = 48, time.perf_counter()
+                for k in range(steps):
+                    decode([(prompt[k], len(prompt) + k, seq, True) for seq in range(n_seqs)])
+                rows.append((kind, threads, n_seqs, prompt_tps, n_seqs * steps / (time.perf_counter() - t0)))
+                ctx.close()
+        batch.close()
+    return rows
 
 
 def timed(fn):
@@ -82,7 +139,7 @@ def generation(n: int, max_tokens: int, repeats: int) -> dict:
 def judging(samples: list, repeats: int) -> dict:
     messages = [Message(role="user", content=PROMPT)]
     params = SamplingParams(n=len(samples), temperature=0.8, max_tokens=512, seed=0)
-    candidates = mark_duplicates([to_candidate(backend("sequential"), i, c, params) for i, c in enumerate(samples)])
+    candidates = mark_duplicates([to_candidate(backend(ENGINES[0]), i, c, params) for i, c in enumerate(samples)])
     item = JudgeInput(prompt=messages, seed=0)
     panel = load_panel("default")
 
@@ -103,7 +160,7 @@ def judging(samples: list, repeats: int) -> dict:
 
 def full_run(repeats: int) -> dict:
     def measure(engine: str):
-        env = {**os.environ, "BESTOFN_LOCAL_ENGINE": engine}
+        env = {**os.environ, "BESTOFN_LOCAL_ENGINE": engine.split("/")[0], WEIGHTS_ENV: engine.split("/")[1]}
         cmd = [sys.executable, "-m", "bestofn", "run", PROMPT, "-n", "4", "--no-cache"]
         before, wall = os.times(), time.perf_counter()
         subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
@@ -122,40 +179,45 @@ def main() -> None:
     ap.add_argument("--run", action="store_true", help="also time `bestofn run -n 4` per engine (child processes)")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores); "
-          f"BESTOFN_LOCAL_THREADS={os.environ.get('BESTOFN_LOCAL_THREADS', '(default)')}")
-    backend("batched")._ensure()  # load the model outside the timings
-    asyncio.run(backend("batched").sample([Message(role="user", content="hi")], SamplingParams(max_tokens=2)))
+          f"BESTOFN_LOCAL_THREADS={os.environ.get('BESTOFN_LOCAL_THREADS', '(default)')}; "
+          f"{WEIGHTS_ENV}=auto here means {backend('batched/auto').weights} ({backend('batched/auto').weights_reason})")
+    print("\nkernels: llama_decode tokens/s (prompt of ~70 tokens per sequence; 48 decode steps)")
+    print(f"{'weights':<9} {'threads':>7} {'seqs':>4} {'prompt':>7} {'decode':>7}")
+    for kind, threads, n_seqs, prompt_tps, decode_tps in kernels():
+        print(f"{kind:<9} {threads:>7} {n_seqs:>4} {prompt_tps:>7.0f} {decode_tps:>7.0f}")
+    today = ENGINES[0]
+    for config in ENGINES:  # load the models outside the timings
+        asyncio.run(backend(config).sample([Message(role="user", content="hi")], SamplingParams(max_tokens=2)))
 
     gen = generation(args.n, args.max_tokens, args.repeats)
-    s, b = gen["sequential"], gen["batched"]
-    same = sum(x == y for x, y in zip(s["texts"], b["texts"]))
     print(f"\ngeneration, n={args.n}, max_tokens={args.max_tokens}, temperature 0.8 (median of {args.repeats})")
-    print(f"{'engine':<11} {'tokens':>6} {'wall s':>7} {'tok/s':>7} {'cpu s':>7} {'tok/cpu-s':>9}  finish")
+    print(f"{'engine/weights':<20} {'tokens':>6} {'wall s':>7} {'tok/s':>7} {'cpu s':>7} {'tok/cpu-s':>9}  "
+          f"{'x today':>7}  same texts as today")
     for name, r in gen.items():
-        print(f"{name:<11} {r['tokens']:>6} {r['wall']:>7.2f} {r['tps']:>7.1f} {r['cpu']:>7.2f} {r['tpcpu']:>9.1f}  "
-              f"{','.join(r['finish'])}")
-    print(f"batched/sequential tokens/s: {b['tps'] / s['tps']:.2f}x wall, {b['tpcpu'] / s['tpcpu']:.2f}x cpu "
-          f"(goal >= 2x); texts identical for the same seed: {same}/{args.n}")
+        same = sum(x == y for x, y in zip(gen[today]["texts"], r["texts"]))
+        print(f"{name:<20} {r['tokens']:>6} {r['wall']:>7.2f} {r['tps']:>7.1f} {r['cpu']:>7.2f} {r['tpcpu']:>9.1f}  "
+              f"{r['tps'] / gen[today]['tps']:>6.2f}x  {same}/{args.n}")
+    print("goal: >= 2x today's tokens/s")
 
-    texts = asyncio.run(backend("sequential").sample(
+    texts = asyncio.run(backend(today).sample(
         [Message(role="user", content=PROMPT)], SamplingParams(n=4, temperature=0.8, max_tokens=512, seed=0)))
     judged = judging(texts, args.repeats)
-    s, b = judged["sequential"], judged["batched"]
-    agree = sum(x == y for x, y in zip(s["scores"], b["scores"]))
-    print(f"\njudging: the default panel on 4 candidates, {s['calls']} verdicts (median of {args.repeats})")
-    print(f"{'engine':<11} {'wall s':>7} {'cpu s':>7}  statuses")
+    print(f"\njudging: the default panel on 4 candidates, {judged[today]['calls']} verdicts "
+          f"(median of {args.repeats})")
+    print(f"{'engine/weights':<20} {'wall s':>7} {'cpu s':>7} {'x today':>7}  same scores  statuses")
     for name, r in judged.items():
-        print(f"{name:<11} {r['wall']:>7.2f} {r['cpu']:>7.2f}  {','.join(r['status'])}")
-    print(f"sequential/batched seconds: {s['wall'] / b['wall']:.2f}x wall, {s['cpu'] / b['cpu']:.2f}x cpu "
-          f"(goal >= 2x); verdict scores identical: {agree}/{len(s['scores'])}")
+        agree = sum(x == y for x, y in zip(judged[today]["scores"], r["scores"]))
+        print(f"{name:<20} {r['wall']:>7.2f} {r['cpu']:>7.2f} {judged[today]['wall'] / r['wall']:>6.2f}x  "
+              f"{agree:>5}/{len(r['scores'])}  {','.join(r['status'])}")
+    print("goal: >= 2x faster than today")
 
     if args.run:
         runs = full_run(args.repeats)
         print(f"\n`bestofn run {PROMPT!r} -n 4 --no-cache` (child process, model load included)")
         for name, r in runs.items():
-            print(f"{name:<11} {r['wall']:>7.2f} s wall {r['cpu']:>7.2f} s cpu")
-        print(f"sequential/batched: {runs['sequential']['wall'] / runs['batched']['wall']:.2f}x wall "
-              f"(goal: batched <= 15 s on an idle 2-core machine)")
+            print(f"{name:<20} {r['wall']:>7.2f} s wall {r['cpu']:>7.2f} s cpu  "
+                  f"{runs[today]['wall'] / r['wall']:.2f}x today")
+        print("goal: the default (batched/auto) <= 15 s on an idle 2-core machine")
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -3,7 +3,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import platformdirs
 import pytest
+
+# The embedded model's converted weights (bestofn.backends.local_weights) are made once per machine, in the user
+# cache as for any user, not in each test's own cache folder: one conversion and one loaded model per test run.
+os.environ.setdefault("BESTOFN_WEIGHTS_DIR", str(Path(platformdirs.user_cache_dir("bestofn")) / "weights"))
 
 from tests.loopback import LoopbackServer, loopback  # noqa: F401  (fixture `loopback`; see tests/loopback.py)
 from tests.llama_server import llama_server  # noqa: F401  (session fixture: a real llama-cpp-python server)

@@ -16,7 +16,9 @@ SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "requi
 async def test_top_logprobs_are_llama_cpp_pythons_logits_all_ones(local_backend):
     (mine,) = await local_backend.sample(PROMPT, SamplingParams(max_tokens=16, temperature=0, top_logprobs=4,
                                                                 json_schema=SCHEMA))
-    reference = local.llama_class()(model_path=str(local_backend.path), n_ctx=2048, verbose=False, logits_all=True)
+    # the file the backend loaded (the embedded model's 16-bit weights where this CPU gets them), decoded as it is
+    reference = local.llama_class()(model_path=str(local_backend.loaded_path), n_ctx=2048, verbose=False,
+                                    logits_all=True, min_batch=local_backend._llama.min_batch)
     try:
         out = reference.create_chat_completion(
             messages=[m.model_dump() for m in PROMPT], temperature=0, max_tokens=16, logprobs=True, top_logprobs=4,
@@ -42,5 +44,5 @@ async def test_plain_and_logprob_calls_share_one_model_instance(local_backend):
     await local_backend.sample(PROMPT, SamplingParams(max_tokens=2, temperature=0))
     (scored,) = await local_backend.sample(PROMPT, SamplingParams(max_tokens=2, temperature=0, top_logprobs=2))
     assert scored.logprobs and all(len(t.top) <= 2 for t in scored.logprobs)
-    mine = [key for key in local._models if key[0] == str(local_backend.path.resolve())]
+    mine = [key for key in local._models if key[0] == str(local_backend.loaded_path.resolve())]
     assert len(mine) == 1 and local._models[mine[0]][0]._logits_all is False

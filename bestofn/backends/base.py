@@ -48,6 +48,8 @@ class Backend(ABC):
     model: str = ""
     #: the endpoint it talks to, where it talks to one (the call cache keys on it)
     base_url: str | None = None
+    #: what else decides its replies, where something does (the local model's weight format; the cache keys on it)
+    variant: str | None = None
     #: True where calls run one at a time (an embedded model): callers order them for prefix-cache reuse.
     serial: bool = False
     #: tokens the model's context holds (prompt and reply), where known: judges check their prompts against it
@@ -94,6 +96,7 @@ class WrappedBackend(Backend):
     spec = property(lambda self: self.inner.spec)  # type: ignore[assignment]
     model = property(lambda self: self.inner.model)  # type: ignore[assignment]
     base_url = property(lambda self: self.inner.base_url)  # type: ignore[assignment]
+    variant = property(lambda self: self.inner.variant)  # type: ignore[assignment]
     serial = property(lambda self: self.inner.serial)  # type: ignore[assignment]
     context_window = property(lambda self: self.inner.context_window)  # type: ignore[assignment]
     price = property(lambda self: self.inner.price)  # type: ignore[assignment]

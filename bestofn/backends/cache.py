@@ -338,6 +338,7 @@ def call_key(backend: Backend, messages: list[Message], params: SamplingParams, 
         [m.model_dump() for m in messages],
         params.model_dump(exclude={"n"}),
         index,
+        *([backend.variant] if backend.variant is not None else []),  # keys without a variant stay as they were
     )
 
 

@@ -10,6 +10,10 @@ them (llama-cpp-python's defaults); BESTOFN_LOCAL_THREADS sets both numbers (on 
 generated 8-19% more tokens per second than 1). Models load with or without llama.cpp's
 "extra buffer types" (weight repacking) as `bestofn.backends.cpu.extra_buffers_choice()` says: without them where
 the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers` attribute records the choice.
+The embedded model's weights are dequantized once to f16 or bf16 where the CPU computes those well
+(`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
+batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
+records the format loaded, `weights_reason` why; its `variant` (a key of the call cache) is the format.
 
 Top logprobs come from the one model instance, without `logits_all` (which makes llama.cpp compute, and
 llama-cpp-python copy, the logits of every prompt token, and refuses `logprobs` otherwise): as each token is
@@ -32,17 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
-from bestofn.backends.cpu import extra_buffers_choice
+from bestofn.backends.cpu import extra_buffers_choice, weights_choice
 from bestofn.backends.limits import env_int
 from bestofn.backends.local_batch import batcher_for, engine_choice
+from bestofn.backends.local_weights import prepare
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
 
 N_CTX = 8192
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-#: (resolved path, extra buffers) -> (Llama, its worker thread)
-_models: dict[tuple[str, bool], tuple[Any, ThreadPoolExecutor]] = {}
+#: (resolved path, extra buffers, min_batch) -> (Llama, its worker thread)
+_models: dict[tuple[str, bool, int], tuple[Any, ThreadPoolExecutor]] = {}
 _models_lock = threading.Lock()
 
 
@@ -93,7 +98,12 @@ def llama_class() -> type:
     version = getattr(llama_cpp, "__version__", "?")
 
     class Llama(llama_cpp.Llama):
-        def __init__(self, *args: Any, use_extra_bufts: bool | None = None, **kwargs: Any) -> None:
+        #: the fewest tokens one llama_decode evaluates (see `eval`)
+        min_batch = 1
+
+        def __init__(self, *args: Any, use_extra_bufts: bool | None = None, min_batch: int = 1,
+                     **kwargs: Any) -> None:
+            self.min_batch = min_batch
             self._use_extra_bufts = extra_buffers_choice()[0] if use_extra_bufts is None else use_extra_bufts
             if not self._use_extra_bufts and not has_field:
                 raise BackendError("local", f"llama-cpp-python {version} cannot load a model without extra "
@@ -109,6 +119,18 @@ def llama_class() -> type:
         def __del__(self) -> None:
             if "_stack" in self.__dict__:  # not when __init__ refused before loading
                 super().__del__()
+
+        def eval(self, tokens: Any) -> None:
+            """llama-cpp-python's eval; with `min_batch` 2, a batch that would hold one token (a generated token,
+            the last of a prompt whose prefix is cached) evaluates the token before it again with it: with
+            16-bit weights llama.cpp computes one token with its dot-product kernels and two or more with its
+            matrix kernels, whose sums round apart, and every decode of two or more tokens gives the same
+            numbers whatever the batch: the same seed, the same text, whatever was cached before."""
+            tokens = list(tokens)
+            if self.min_batch > 1 and self.n_tokens > 0 and len(tokens) % self.n_batch == 1:
+                self.n_tokens -= 1
+                tokens.insert(0, int(self.input_ids[self.n_tokens]))
+            super().eval(tokens)
 
         #: while a call records logprobs: (k, one (token, its logprob, top k [(token, logprob)]) per sampled token)
         logprob_steps: tuple[int, list[tuple[int, float, list[tuple[int, float]]]]] | None = None
@@ -140,17 +162,18 @@ def llama_class() -> type:
     return Llama
 
 
-def _load(path: Path, extra_buffers: bool | None = None) -> tuple[Any, ThreadPoolExecutor]:
+def _load(path: Path, extra_buffers: bool | None = None, min_batch: int = 1) -> tuple[Any, ThreadPoolExecutor]:
     """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`), and the one
-    worker thread its calls run on. One instance serves plain and logprob calls (see the module docstring)."""
+    worker thread its calls run on. One instance serves plain and logprob calls (see the module docstring).
+    `min_batch`: 2 for 16-bit weights (see the Llama class's `eval`)."""
     if extra_buffers is None:
         extra_buffers = extra_buffers_choice()[0]
     path_key = str(path.resolve())
     with _models_lock:
-        key = (path_key, extra_buffers)
+        key = (path_key, extra_buffers, min_batch)
         if key not in _models:
             llama = llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, use_extra_bufts=extra_buffers,
-                                  **_threads())
+                                  min_batch=min_batch, **_threads())
             _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
         return _models[key]
 
@@ -171,6 +194,13 @@ class LocalBackend(Backend):
         self.name = self.path.name
         #: whether models load with llama.cpp's extra buffer types, and why (see bestofn.backends.cpu)
         self.extra_buffers, self.extra_buffers_reason = extra_buffers_choice()
+        #: "original", "f16" or "bf16": the weights loaded, and why (see bestofn.backends.cpu.weights_choice)
+        self.weights, self.weights_reason = weights_choice(embedded=not model)
+        self.variant = None if self.weights == "original" else self.weights
+        #: why the chosen conversion could not be made (the model then loads as given), once loaded
+        self.weights_failed: str | None = None
+        #: the file loaded (`path`, or its converted weights), once loaded
+        self.loaded_path: Path | None = None
         #: "batched" (bestofn.backends.local_batch) or "sequential" (one create_chat_completion at a time)
         self.engine = engine_choice()
         self._llama: Any = None
@@ -178,7 +208,14 @@ class LocalBackend(Backend):
 
     def _ensure(self) -> tuple[Any, ThreadPoolExecutor]:
         if self._llama is None:
-            self._llama, self._executor = _load(self.path, extra_buffers=self.extra_buffers)
+            llama_class()  # llama.cpp's log silenced (and the extra named if missing) before the conversion
+            path, failed = prepare(self.path, self.weights)
+            if failed is not None:  # loads as given; the reason says why
+                self.weights, self.weights_reason, self.variant = "original", f"original: {failed}", None
+                self.weights_failed = failed
+            self.loaded_path = path
+            self._llama, self._executor = _load(path, extra_buffers=self.extra_buffers,
+                                                min_batch=1 if self.weights == "original" else 2)
         assert self._executor is not None
         return self._llama, self._executor
 
@@ -213,16 +250,29 @@ class LocalBackend(Backend):
             logprobs=None if params.top_logprobs is None else _token_logprobs(llama, steps, text, params.top_logprobs),
         )
 
+    async def resolve(self) -> str | None:
+        """Load the model (converting its weights first where chosen), so that `weights` and `variant` say what
+        the replies come from before the call cache keys the first call on them."""
+        await self._loaded()
+        return None
+
+    async def _loaded(self) -> tuple[Any, ThreadPoolExecutor]:
+        """The model and its worker, loaded off the event loop the first time; later calls take no thread hop,
+        so that calls submitted together (one gather) reach the batcher together, whatever the machine's load."""
+        if self._llama is not None and self._executor is not None:
+            return self._llama, self._executor
+        return await asyncio.get_running_loop().run_in_executor(None, self._ensure)
+
     async def count_tokens(self, text: str) -> int:
         """Tokens of `text` by the model's own tokenizer (run on the model's worker thread, in turn)."""
-        llama, executor = await asyncio.get_running_loop().run_in_executor(None, self._ensure)
+        llama, executor = await self._loaded()
         data = text.encode("utf-8", "surrogatepass")
         return len(await asyncio.get_running_loop().run_in_executor(
             executor, lambda: llama.tokenize(data, add_bos=False, special=False)
         ))
 
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
-        _, executor = await asyncio.get_running_loop().run_in_executor(None, self._ensure)
+        _, executor = await self._loaded()
         payload = [m.model_dump() for m in messages]
         if self.engine == "batched" and params.top_logprobs is None:  # logprob calls take the sequential path
             try:

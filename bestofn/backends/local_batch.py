@@ -51,8 +51,8 @@ ENGINES = ("batched", "sequential")
 #: sequences one round decodes together (SamplingParams.n is at most 64)
 MAX_SEQS = 64
 #: calls arriving within this many seconds of the last one join its batch, for at most MAX_WAIT_S
-WINDOW_S = 0.01
-MAX_WAIT_S = 0.1
+WINDOW_S = 0.025
+MAX_WAIT_S = 0.15
 
 
 def engine_choice() -> str:
@@ -80,6 +80,7 @@ class BatchEngine:
         self._ctx: Any = None
         self.shape = (0, 0)  # (sequences, cells per sequence) of the current context
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._seqs: list[Sequence] = []  # the round's sequences, by seq_id
         self._vocab = llama._model.vocab
         llama._stack.callback(self.close)
 
@@ -131,11 +132,12 @@ class BatchEngine:
         started = time.perf_counter()
         for i, s in enumerate(seqs):
             s.seq_id, s.started = i, started
+        self._seqs = seqs
         pending = self._prefill(seqs)
         while pending:
-            self._decode([(s.tokens[-1], len(s.prompt) + len(s.tokens) - 1, s.seq_id, True) for s in pending])
+            shift = self._decode([(s.tokens[-1], len(s.prompt) + len(s.tokens) - 1, s.seq_id, True) for s in pending])
             for i, s in enumerate(pending):
-                self._sample(s, i)
+                self._sample(s, i + shift)
             for s in pending:
                 if s.finish is not None:
                     C.llama_memory_seq_rm(self._ctx.memory, s.seq_id, -1, -1)
@@ -168,18 +170,29 @@ class BatchEngine:
             # one sequence per llama_decode, as the sequential path evaluates a prompt: several at once would
             # split into more, smaller ubatches (one KV stream each) for no less compute
             for chunk_start, chunk in _chunks(work, self.n_batch):
-                self._decode(chunk)
+                shift = self._decode(chunk)
                 for index in range(chunk_start, chunk_start + len(chunk)):
                     for s in waiting.get(index, ()):
-                        self._sample(s, index - chunk_start)
+                        self._sample(s, index - chunk_start + shift)
             for src, dst in copies:  # across streams only whole: the owner holds exactly the prefix so far
                 C.llama_memory_seq_cp(self._ctx.memory, src, dst, -1, -1)
             level = children
         return [s for s in seqs if s.finish is None]
 
-    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> int:
+        """One llama_decode of (token, position, sequence, logits wanted) items. Returns by how much their batch
+        indices moved: with the model's `min_batch` 2 (16-bit weights), a lone token is decoded with the token
+        before it in its sequence (that cell made again), as the sequential path's `eval` does: every decode
+        then takes llama.cpp's matrix kernels, and a sequence's numbers do not depend on its batch."""
         import llama_cpp.llama_cpp as C
 
+        shift = 0
+        if len(items) == 1 and self.llama.min_batch > 1 and items[0][1] > 0:
+            token, pos, seq, _ = items[0]
+            owner = self._seqs[seq]
+            before = owner.prompt[pos - 1] if pos - 1 < len(owner.prompt) else owner.tokens[pos - 1 - len(owner.prompt)]
+            C.llama_memory_seq_rm(self._ctx.memory, seq, pos - 1, -1)
+            items, shift = [(before, pos - 1, seq, False), items[0]], 1
         batch = self._batch.batch
         batch.n_tokens = len(items)
         for i, (token, pos, seq, logits) in enumerate(items):
@@ -188,6 +201,7 @@ class BatchEngine:
         code = C.llama_decode(self._ctx.ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code} for a batch of {len(items)} tokens")
+        return shift
 
     def _sample(self, s: Sequence, index: int) -> None:
         import llama_cpp.llama_cpp as C
