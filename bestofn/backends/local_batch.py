@@ -17,20 +17,25 @@ llama.cpp context on the shared model: one KV stream per sequence.
   generation steps of several sequences: on a loaded machine BESTOFN_LOCAL_THREADS=1 avoids threads waiting on
   each other at every op).
 
-Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path, so its
-logits are the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py
-compares them; tests/test_local_batched.py asserts it). The alternatives change them: flash attention moved the
-logits of a prompt's last token by up to 0.77, and one KV cache shared by all sequences (their cells interleaved)
-changed all four of four sampled texts. Greedy decoding under a grammar (the judges' verdicts) takes the most
-likely token when the grammar accepts it and applies the grammar to the whole vocabulary only when it does not:
-the same token, without the grammar's pass over 49k tokens at every step (as costly as the step's decode).
+Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path. On the
+shipped Q4_1 weights llama.cpp computes one token and a batch with the same kernels, so a sequence's logits are
+the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py compares them;
+tests/test_local_batched.py asserts it). On the 16-bit weights (bestofn.backends.cpu.weights_choice) a batch of
+two or more tokens takes llama.cpp's matrix kernels and a lone token its dot products, whose sums round apart: a
+lone token is decoded with the token before it in its sequence (that cell made again), as the sequential path's
+`eval` does, so that a sequence alone gives the sequential path's text; sequences decoded together give their
+own, which depend on the calls they share batches with. The alternatives change more: flash attention moved the
+logits of a prompt's last token by up to 0.77, and one KV cache shared by all sequences (their cells
+interleaved) changed all four of four sampled texts. Greedy decoding under a grammar (the judges' verdicts)
+takes the most likely token when the grammar accepts it and applies the grammar to the whole vocabulary only
+when it does not: the same token, without the grammar's pass over 49k tokens at every step (as costly as the
+step's decode).
 
-Speed (bench/bench_local.py, 2-core AMD EPYC): llama.cpp's Q4_1 kernels are compute-bound there, so one thread
-decodes 4 sequences in a step no faster than in 4 steps. The gains are the second core, which a step of several
-sequences uses and a step of one does not (near idle, default threads: generation at n=4 1.36x the tokens/s,
-the default panel's 16 judge calls of a best-of-4 1.30x, `bestofn run -n 4` 33.6 s -> 24.4 s), and the grammar
-check (judging 1.2x at one thread on a loaded machine). Most of what is left is the judges' prompts: about
-5,000 tokens for a best-of-4, which no prefix sharing shortens (each rubric puts the answer after its own text).
+Speed (bench/bench_local.py, 2-core AMD EPYC, idle, against the sequential engine on Q4_1): on Q4_1 the x86
+kernels decode 4 sequences in a step no faster per thread than in 4 steps, and the batched engine's gain is the
+second core (`bestofn run -n 4` 35.3 s -> 25.6 s); on bf16 weights prompts evaluate 3.2-3.6x faster and 4
+sequences decode 1.35x faster than on Q4_1: the default panel's 16 judge calls of a best-of-4 2.4x faster,
+generation at n=4 1.6x the tokens/s, `bestofn run -n 4` 16.5 s.
 """
 
 from __future__ import annotations
