@@ -155,3 +155,21 @@ def test_a_prompt_too_long_fails_its_call_only(batches):
     too_long, fine = asyncio.run(go())
     assert "exceed context window" in str(too_long) and str(too_long).startswith("local:")
     assert fine[0].usage.completion_tokens == 2
+
+
+def test_rounds_hold_at_most_round_cells_and_max_seqs():
+    """The 16 judge calls of a best-of-4 (prompts of ~500 tokens, 512 to generate: 1,024 cells each) fit one round;
+    more cells than ROUND_CELLS, or more sequences than MAX_SEQS, start the next round, in order."""
+    from types import SimpleNamespace
+
+    def seqs(count, prompt, max_tokens):
+        return [SimpleNamespace(prompt=[0] * prompt, max_tokens=max_tokens, name=i) for i in range(count)]
+
+    judges = seqs(16, 500, 512)
+    assert [len(r) for r in local_batch.BatchEngine.rounds(None, judges)] == [16]
+    big = seqs(17, 500, 512)
+    rounds = local_batch.BatchEngine.rounds(None, big)
+    assert [len(r) for r in rounds] == [16, 1] and [s.name for r in rounds for s in r] == list(range(17))
+    assert all(len(r) * max(local_batch.kv_cells(s) for s in r) <= local_batch.ROUND_CELLS for r in rounds)
+    small = seqs(local_batch.MAX_SEQS + 1, 20, 16)
+    assert [len(r) for r in local_batch.BatchEngine.rounds(None, small)] == [local_batch.MAX_SEQS, 1]
