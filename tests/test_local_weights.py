@@ -164,3 +164,22 @@ def test_processes_converting_at_once_leave_one_whole_file(tmp_path):
         assert llama.create_completion("The sky is", max_tokens=4, temperature=0.0)["choices"][0]["text"]
     finally:
         llama.close()
+
+
+def test_the_same_file_in_two_places_shares_one_conversion(tmp_path):
+    """Keyed on the content: a second virtual environment's copy of the GGUF finds the first one's conversion; a
+    changed file gets its own."""
+    import shutil
+
+    source = local.default_model_path()
+    copy = tmp_path / "venv2" / source.name
+    copy.parent.mkdir()
+    shutil.copyfile(source, copy)
+    folder = tmp_path / "weights"
+    assert converted_path(copy, "bf16", folder) == converted_path(source, "bf16", folder)
+    with copy.open("r+b") as fh:  # one byte of the copy changed
+        fh.seek(copy.stat().st_size - 1)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    assert converted_path(copy, "bf16", folder) != converted_path(source, "bf16", folder)

@@ -9,12 +9,13 @@ refuses), the model loads as given and the reason says why."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import threading
 from pathlib import Path
 
 from bestofn.backends.cache import default_cache_dir
-from bestofn.records import sha256_hex
 
 _lock = threading.Lock()
 
@@ -24,11 +25,21 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else default_cache_dir() / "weights"
 
 
+@functools.cache
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def converted_path(source: Path, kind: str, folder: Path | None = None) -> Path:
-    """Where `source` converted to `kind` lives: keyed on the file's resolved path, size and modification time, so
-    that a changed file converts again."""
+    """Where `source` converted to `kind` lives: keyed on the file's content (sha256; 0.16 s for SmolLM2's 98 MB,
+    once per process and file), so that every virtual environment holding the same GGUF shares one converted
+    file, and a changed file converts again."""
     stat = source.stat()
-    key = sha256_hex("bestofn-weights", str(source.resolve()), stat.st_size, stat.st_mtime_ns, kind)[:12]
+    key = _content_hash(str(source.resolve()), stat.st_size, stat.st_mtime_ns)[:16]
     return (folder or weights_dir()) / f"{source.stem}.{kind}.{key}.gguf"
 
 
