@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from server_process import ServerProcess  # noqa: E402  (bench/server_process.py)
 
 from bestofn.apps.build import Columns, abuild, build  # noqa: E402
 from bestofn.backends.cache import Cache  # noqa: E402
@@ -54,23 +55,6 @@ def _serve(latency: float, conn) -> None:
             srv.stop()
             conn.send(True)
             return
-
-
-class Server:
-    def __init__(self, latency: float):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(latency, child), daemon=True)
-        self.proc.start()
-        self.base_url = self.conn.recv()
-
-    def ask(self, msg: str):
-        self.conn.send(msg)
-        return self.conn.recv()
-
-    def close(self) -> None:
-        self.ask("stop")
-        self.proc.join(5)
 
 
 def prompts_file(folder: Path, count: int) -> Path:
@@ -120,7 +104,7 @@ async def raw_loop(base_url: str, total: int, concurrency: int, messages: list[d
 def loopback_bench(args: argparse.Namespace) -> None:
     os.environ["BESTOFN_CONCURRENCY"] = str(args.concurrency)  # the vllm backend's cap on requests in flight
     os.environ["BESTOFN_SERVER_FLAVOUR"] = "vllm"
-    server = Server(args.latency)
+    server = ServerProcess(_serve, args.latency)
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))
     prompts = prompts_file(tmp, args.prompts)
     options = dict(model=f"vllm:{MODEL}", judge_model=f"vllm:{MODEL}", base_url=server.base_url, n=args.n,

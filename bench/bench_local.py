@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -49,12 +50,8 @@ PROMPT = "Why is the sky blue?"
 
 def backend(config: str) -> LocalBackend:
     engine, weights = config.split("/")
-    before = os.environ.get(WEIGHTS_ENV)
-    os.environ[WEIGHTS_ENV] = weights
-    try:
+    with mock.patch.dict(os.environ, {WEIGHTS_ENV: weights}):  # the backend reads its weights when made
         b = LocalBackend()
-    finally:
-        os.environ.pop(WEIGHTS_ENV) if before is None else os.environ.__setitem__(WEIGHTS_ENV, before)
     b.engine = engine
     return b
 

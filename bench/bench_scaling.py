@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing
 import os
 import statistics
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from server_process import ServerProcess  # noqa: E402  (bench/server_process.py)
 
 from bestofn.backends.limits import DEFAULT_CONCURRENCY, env_int  # noqa: E402
 from bestofn.config.panel import Panel, load_panel  # noqa: E402
@@ -94,23 +95,6 @@ def _serve(latency: float, conn) -> None:
     conn.send(True)
 
 
-class Server:
-    def __init__(self, latency: float):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(latency, child), daemon=True)
-        self.proc.start()
-        self.base_url = self.conn.recv()
-
-    def ask(self, msg: str):
-        self.conn.send(msg)
-        return self.conn.recv()
-
-    def close(self) -> None:
-        self.ask("stop")
-        self.proc.join(5)
-
-
 # ------------------------------------------------------------------------------------------------ panels
 
 
@@ -151,7 +135,7 @@ def floor_rounds(sel: Selection, cap: int) -> int:
 def run(args: argparse.Namespace) -> list[dict]:
     os.environ.setdefault("BESTOFN_SERVER_FLAVOUR", "vllm")  # no /v1/models probe
     cap = env_int("BESTOFN_CONCURRENCY", DEFAULT_CONCURRENCY) or DEFAULT_CONCURRENCY
-    server = Server(args.latency)
+    server = ServerProcess(_serve, args.latency)
     folder = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
     rows = []
     try:

@@ -28,6 +28,21 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def ifeval_prompts(tmp_path, data_dir):
+    """`ifeval_prompts(k)`: a JSONL file of the first k IFEval rows, as they are (prompt, constraints, key)."""
+    import json
+
+    def write(k: int) -> Path:
+        with open(data_dir / "ifeval" / "input_data.jsonl", encoding="utf-8") as fh:
+            rows = [json.loads(next(fh)) for _ in range(k)]
+        path = tmp_path / "prompts.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def local_backend():
     """The real embedded model (SmolLM2-135M-Instruct via llama-cpp-python), loaded once per test run."""

@@ -25,12 +25,8 @@ N = 3
 
 
 @pytest.fixture
-def prompts(tmp_path, data_dir) -> Path:
-    with open(data_dir / "ifeval" / "input_data.jsonl", encoding="utf-8") as fh:
-        rows = [json.loads(next(fh)) for _ in range(PROMPTS)]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def prompts(ifeval_prompts) -> Path:
+    return ifeval_prompts(PROMPTS)
 
 
 def _cmd(prompts: Path, out: Path, srv: LoopbackServer, *extra: str) -> list[str]:

@@ -89,12 +89,8 @@ def cluster():
 
 
 @pytest.fixture
-def prompts(tmp_path, data_dir) -> Path:
-    with open(data_dir / "ifeval" / "input_data.jsonl", encoding="utf-8") as fh:
-        rows = [json.loads(next(fh)) for _ in range(PROMPTS)]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def prompts(ifeval_prompts) -> Path:
+    return ifeval_prompts(PROMPTS)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ loads in pyarrow and in datasets with the documented columns."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -29,12 +28,8 @@ COLUMNS = {
 
 
 @pytest.fixture
-def prompts(tmp_path, data_dir):
-    with open(data_dir / "ifeval" / "input_data.jsonl", encoding="utf-8") as fh:
-        rows = [json.loads(next(fh)) for _ in range(8)]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def prompts(ifeval_prompts):
+    return ifeval_prompts(8)
 
 
 def _options(srv):

@@ -40,7 +40,7 @@ from bestofn.apps.build.budget import BudgetGate, Ledger, RemoteLedger
 from bestofn.apps.build.estimate import Estimator
 from bestofn.apps.build.folder import Folder
 from bestofn.apps.build.report import BuildProgress, BuildSummary, prompt_info, summarise
-from bestofn.apps.build.runner import BuildError, BuildOptions, Outcome, _settings, run_prompt
+from bestofn.apps.build.runner import BuildError, BuildOptions, Outcome, _settings, run_prompt, start_summary
 from bestofn.backends.base import Backend
 from bestofn.backends.cache import Cache, resolve_cache
 from bestofn.config.panel import Panel, load_panel
@@ -200,15 +200,7 @@ def build_on_ray(prompts: str | Path, out: str | Path, options: dict[str, Any], 
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         ds = ray_inputs.read(prompts, opts.columns)
         scan = ray_inputs.scan(ds)
-        if scan.issues and opts.on_error == "stop":
-            more = f" (and {len(scan.issues) - 1} more)" if len(scan.issues) > 1 else ""
-            raise ConfigError(f"{scan.issues[0]}{more}")
-        summary = BuildSummary(out=str(out), format=opts.format, strategy=opts.strategy, input_records=scan.records,
-                               prompts=len(scan.todo), input_issues=[str(i) for i in scan.issues],
-                               max_calls=opts.max_calls, max_usd=opts.max_usd)
-        for issue in scan.issues:
-            key = "bad input: " + ("duplicate" if issue.reason.startswith("duplicate") else "invalid record")
-            summary.skipped[key] = summary.skipped.get(key, 0) + 1
+        summary = start_summary(out, opts, scan.records, len(scan.todo), scan.issues)
         finished = {pid for e in entries.values() for pid in e["prompts"]}
         wanted = set(scan.todo.values())
         summary.done_before = len(finished & wanted)

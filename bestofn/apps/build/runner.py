@@ -143,6 +143,21 @@ class Outcome:
     reason: str | None  # done: why it gave no pair (None: it gave pairs); failed: what failed
 
 
+def start_summary(out: Path, opts: BuildOptions, records: int, prompts: int, issues: list[Any]) -> BuildSummary:
+    """What both schedulers do with the input rows' issues before any call: with `--on-error stop` the first one
+    is the error (FILE:LINE: why); otherwise each is counted in the summary as a skipped row."""
+    if issues and opts.on_error == "stop":
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        raise ConfigError(f"{issues[0]}{more}")
+    summary = BuildSummary(out=str(out), format=opts.format, strategy=opts.strategy, input_records=records,
+                           prompts=prompts, input_issues=[str(i) for i in issues], max_calls=opts.max_calls,
+                           max_usd=opts.max_usd)
+    for issue in issues:
+        key = "bad input: " + ("duplicate" if issue.reason.startswith("duplicate") else "invalid record")
+        summary.skipped[key] = summary.skipped.get(key, 0) + 1
+    return summary
+
+
 async def run_prompt(row: PromptRow, opts: BuildOptions, panel: Panel, margin: float, cache: Cache | None) -> Outcome:
     """The per-prompt pipeline, one implementation for both schedulers (this process, Ray's actors): generate,
     judge, aggregate and pair (aselect), then the record the journal keeps. A ConfigError (a bad model spec or
@@ -227,18 +242,10 @@ async def abuild(prompts: str | Path, out: str | Path, *, console: Console | Non
     panel = opts.panel if isinstance(opts.panel, Panel) else load_panel(opts.panel)
     margin = panel.pair_margin if opts.pair_margin is None else opts.pair_margin
     inputs = read_prompts(prompts, opts.columns)
-    if inputs.issues and opts.on_error == "stop":
-        more = f" (and {len(inputs.issues) - 1} more)" if len(inputs.issues) > 1 else ""
-        raise ConfigError(f"{inputs.issues[0]}{more}")
+    summary = start_summary(out, opts, inputs.records, len(inputs.rows), inputs.issues)
     if opts.dry_run:
         return await estimate(prompts, out, inputs, opts, panel)
     gate = make_gate(opts, panel)  # None without a budget; --max-usd with an unpriced model: a ConfigError here
-    summary = BuildSummary(out=str(out), format=opts.format, strategy=opts.strategy, input_records=inputs.records,
-                           prompts=len(inputs.rows), input_issues=[str(i) for i in inputs.issues],
-                           max_calls=opts.max_calls, max_usd=opts.max_usd)
-    for issue in inputs.issues:
-        key = "bad input: " + ("duplicate" if issue.reason.startswith("duplicate") else "invalid record")
-        summary.skipped[key] = summary.skipped.get(key, 0) + 1
 
     journal = Journal(out)
     started = time.perf_counter()
