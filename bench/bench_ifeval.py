@@ -142,7 +142,8 @@ async def pick(
     )
     started = time.perf_counter()
     verdicts = await judge_all(judges, item, cands)
-    result = aggregate(panel, [c.id for c in cands if c.duplicate_of is None], verdicts, seed=seed)
+    result = aggregate(panel, [c.id for c in cands if c.duplicate_of is None], verdicts, seed=seed,
+                       texts={c.id: c.text for c in cands})  # the panel's length or style control
     best = result.ranking[0] if result.ranking else None
     return best, result.scores, time.perf_counter() - started
 
