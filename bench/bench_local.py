@@ -11,12 +11,15 @@ shipped Q4_1 weights), the batched engine (bestofn.backends.local_batch) on the 
    engines' scores agree.
 3. With `--run`: `bestofn run "Why is the sky blue?" -n 4 --no-cache` in a child process per engine, seconds
    (model load included).
+4. With `--contention`: the default's generation next to another llama.cpp process (a child generating in a loop
+   on all cores, its threads fixed), with the threads fixed at llama-cpp-python's counts and fitted to the free
+   cores (bestofn.backends.local_threads).
 
 Each measurement alternates the configurations (`--repeats` rounds, the order flipped every round) so that load from other processes hits both alike, and reports the median of wall seconds
 and of process CPU seconds (CPU time is what the work costs when other processes share the cores). The machine's
 load average is printed before and after. BESTOFN_LOCAL_THREADS sets the threads of both.
 
-    python bench/bench_local.py [--max-tokens 128] [--repeats 2] [--run]
+    python bench/bench_local.py [--max-tokens 128] [--repeats 2] [--run | --contention]
 """
 
 from __future__ import annotations
@@ -168,16 +171,79 @@ def full_run(repeats: int) -> dict:
     return {e: dict(zip(("wall", "cpu"), medians(rs))) for e, rs in alternate(repeats, measure).items()}
 
 
+#: another llama.cpp process: the embedded model generating in a loop, its threads fixed at all the cores
+RIVAL = """
+import sys
+from bestofn.backends.base import SamplingParams
+from bestofn.backends.local import LocalBackend
+from bestofn.records import Message
+from bestofn.sync import run_sync
+backend = LocalBackend()
+run_sync(backend.sample([Message(role="user", content="hi")], SamplingParams(max_tokens=2)))
+print("ready", flush=True)
+while True:
+    run_sync(backend.sample([Message(role="user", content="Tell me a story.")], SamplingParams(max_tokens=256)))
+"""
+
+
+def contention(n: int, max_tokens: int, repeats: int) -> dict:
+    """Generation (the default engine and weights) next to RIVAL: threads fixed at llama-cpp-python's counts, and
+    fitted to the cores other processes leave free, alternating."""
+    from bestofn.backends.local_threads import Threads
+
+    b = backend("batched/auto")
+    llama, _ = b._ensure()
+    limit = (llama.n_threads, llama.n_threads_batch)
+    messages = [Message(role="user", content=PROMPT)]
+    params = SamplingParams(n=n, temperature=0.8, max_tokens=max_tokens, seed=0)
+    env = {**os.environ, "BESTOFN_LOCAL_THREADS": str(os.cpu_count() or 1)}
+    rival = subprocess.Popen([sys.executable, "-c", RIVAL], env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert rival.stdout is not None and rival.stdout.readline().strip() == "ready"
+        runs: dict[str, list] = {"fixed": [], "fitted": []}
+        for r in range(repeats):
+            for name in ("fixed", "fitted") if r % 2 == 0 else ("fitted", "fixed"):
+                # fixed: a policy that never measures (no readings) keeps the configured counts
+                llama.threads = (Threads(busy=lambda: None) if name == "fixed" else Threads()).limited_to(*limit)
+                if name == "fitted":
+                    time.sleep(0.3)  # one interval measured before the first decode
+                out = timed(lambda: asyncio.run(b.sample(messages, params)))
+                runs[name].append((out[0], out[1], out[2], llama.threads.current, llama.threads.others))
+    finally:
+        rival.kill()
+        rival.wait()
+        llama.threads = Threads().limited_to(*limit)
+    result = {}
+    for name, rs in runs.items():
+        tokens = statistics.median(sum(c.usage.completion_tokens for c in r[0]) for r in rs)
+        wall = statistics.median(r[1] for r in rs)
+        result[name] = {"tps": tokens / wall, "wall": wall, "threads": rs[-1][3], "others": rs[-1][4]}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--run", action="store_true", help="also time `bestofn run -n 4` per engine (child processes)")
+    ap.add_argument("--contention", action="store_true",
+                    help="only: generation next to another llama.cpp process, threads fixed against fitted")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores); "
           f"BESTOFN_LOCAL_THREADS={os.environ.get('BESTOFN_LOCAL_THREADS', '(default)')}; "
           f"{WEIGHTS_ENV}=auto here means {backend('batched/auto').weights} ({backend('batched/auto').weights_reason})")
+    if args.contention:
+        con = contention(args.n, args.max_tokens, args.repeats)
+        print(f"\ngeneration next to another llama.cpp process (its threads fixed at {os.cpu_count()}), n={args.n}, "
+              f"max_tokens={args.max_tokens} (median of {args.repeats})")
+        for name, r in con.items():
+            others = "-" if r["others"] is None else f"{r['others']:.1f}"
+            print(f"  threads {name:<6} {r['tps']:7.1f} tok/s  {r['wall']:6.2f} s  threads (gen, batch) {r['threads']}"
+                  f"  other processes' cores {others}")
+        print(f"  fitted / fixed: {con['fitted']['tps'] / con['fixed']['tps']:.2f}x")
+        print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+        return
     print("\nkernels: llama_decode tokens/s (prompt of ~70 tokens per sequence; 48 decode steps)")
     print(f"{'weights':<9} {'threads':>7} {'seqs':>4} {'prompt':>7} {'decode':>7}")
     for kind, threads, n_seqs, prompt_tps, decode_tps in kernels():

@@ -20,7 +20,7 @@ from bestofn.apps.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
-CHECKS = ["python", "llama-cpp-python", "cpu", "local model", "cache", "api keys", "BESTOFN_BASE_URL"]
+CHECKS = ["python", "llama-cpp-python", "cpu", "threads", "local model", "cache", "api keys", "BESTOFN_BASE_URL"]
 
 
 @pytest.fixture(autouse=True)

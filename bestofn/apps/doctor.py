@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import urllib.error
 import urllib.parse
@@ -178,6 +179,34 @@ def check_cpu(flags: frozenset[str] | None = None) -> Check:
     return Check(name="cpu", status="ok", detail=detail)
 
 
+def check_threads(settle: float | None = None) -> Check:
+    """How the embedded model picks its threads, and how busy the cores are with other processes now (measured
+    over `settle` seconds, default one interval of bestofn.backends.local_threads)."""
+    from bestofn.backends.limits import env_int
+    from bestofn.backends.local_threads import INTERVAL_S, SLACK, Threads
+
+    try:
+        fixed = env_int("BESTOFN_LOCAL_THREADS", None)
+    except ConfigError as exc:
+        return Check(name="threads", status="fail", detail=str(exc),
+                     fix="set BESTOFN_LOCAL_THREADS to a count, or unset it")
+    threads = Threads()
+    time.sleep(INTERVAL_S if settle is None else settle)
+    threads.update()
+    if threads.others is None:
+        now = "this host does not report CPU use (no /proc/stat)"
+    else:
+        now = f"other processes use {threads.others:.1f} of {threads.cores} cores now"
+    if fixed is None:
+        return Check(name="threads", status="ok",
+                     detail=f"llama.cpp threads fitted to the cores other processes leave free; {now}")
+    detail = f"llama.cpp threads fixed at {fixed} (BESTOFN_LOCAL_THREADS); {now}"
+    if threads.others is not None and fixed > threads.cores - threads.others + SLACK:
+        return Check(name="threads", status="warn", detail=detail,
+                     fix="unset BESTOFN_LOCAL_THREADS: threads beyond the free cores wait at every step of a decode")
+    return Check(name="threads", status="ok", detail=detail)
+
+
 def _signal_name(returncode: int) -> str:
     try:
         return signal.Signals(-returncode).name
@@ -311,7 +340,7 @@ def iter_checks() -> Iterator[Check]:
     redact = Redactor(secrets_from_env())
     checks: list[tuple[str, Callable[[], Check | Iterator[Check]]]] = [
         ("python", check_python), ("extras", check_extras), ("llama-cpp-python", check_llama_cpp),
-        ("cpu", check_cpu), ("local model", check_local_model), ("cache", check_cache),
+        ("cpu", check_cpu), ("threads", check_threads), ("local model", check_local_model), ("cache", check_cache),
         ("api keys", check_keys), ("BESTOFN_BASE_URL", check_base_url),
     ]
     for name, fn in checks:

@@ -6,7 +6,8 @@ The batched engine (`BESTOFN_LOCAL_ENGINE=batched`, the default: bestofn.backend
 queued together in shared batches, their common prompt prefixes evaluated once; the sequential one (and every
 call asking for logprobs) runs them one at a time, in submission order, so that consecutive judge calls reuse
 the KV cache of their common prefix. llama.cpp generates on half the CPU cores and evaluates prompts on all of
-them (llama-cpp-python's defaults); BESTOFN_LOCAL_THREADS sets both numbers (on an idle 2-core machine, 2 threads
+them (llama-cpp-python's defaults), lowered before each decode to the cores other processes leave free
+(bestofn.backends.local_threads); BESTOFN_LOCAL_THREADS fixes both numbers (on an idle 2-core machine, 2 threads
 generated 8-19% more tokens per second than 1). Models load with or without llama.cpp's
 "extra buffer types" (weight repacking) as `bestofn.backends.cpu.extra_buffers_choice()` says: without them where
 the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers` attribute records the choice.
@@ -39,6 +40,7 @@ from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogp
 from bestofn.backends.cpu import extra_buffers_choice, weights_choice
 from bestofn.backends.limits import env_int
 from bestofn.backends.local_batch import batcher_for, engine_choice
+from bestofn.backends.local_threads import Threads
 from bestofn.backends.local_weights import prepare
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
@@ -74,6 +76,7 @@ def _close_models() -> None:
 
 
 def _threads() -> dict[str, int]:
+    """BESTOFN_LOCAL_THREADS: both thread counts, fixed; unset: llama-cpp-python's, fitted to the free cores."""
     threads = env_int("BESTOFN_LOCAL_THREADS", None)
     return {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
 
@@ -120,12 +123,26 @@ def llama_class() -> type:
             if "_stack" in self.__dict__:  # not when __init__ refused before loading
                 super().__del__()
 
+        #: fits the thread counts to the free cores before each decode (local_threads); None: as configured
+        threads: Threads | None = None
+
+        def fit_threads(self, ctx: Any = None) -> None:
+            """Before a decode on `ctx` (default: this Llama's own context): its threads set to what
+            `threads.update()` says, where that changed."""
+            if self.threads is None:
+                return
+            counts = self.threads.update()
+            ctx = self._ctx.ctx if ctx is None else ctx
+            if (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) != counts:
+                llama_cpp.llama_set_n_threads(ctx, *counts)
+
         def eval(self, tokens: Any) -> None:
             """llama-cpp-python's eval; with `min_batch` 2, a batch that would hold one token (a generated token,
             the last of a prompt whose prefix is cached) evaluates the token before it again with it: with
             16-bit weights llama.cpp computes one token with its dot-product kernels and two or more with its
             matrix kernels, whose sums round apart, and every decode of two or more tokens gives the same
             numbers whatever the batch: the same seed, the same text, whatever was cached before."""
+            self.fit_threads()
             tokens = list(tokens)
             if self.min_batch > 1 and self.n_tokens > 0 and len(tokens) % self.n_batch == 1:
                 self.n_tokens -= 1
@@ -172,8 +189,13 @@ def _load(path: Path, extra_buffers: bool | None = None, min_batch: int = 1) -> 
     with _models_lock:
         key = (path_key, extra_buffers, min_batch)
         if key not in _models:
+            fixed = _threads()
+            # counted from before the load, so that the first decode already knows the other processes' use
+            threads = None if fixed else Threads()
             llama = llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, use_extra_bufts=extra_buffers,
-                                  min_batch=min_batch, **_threads())
+                                  min_batch=min_batch, **fixed)
+            if threads is not None:  # at most llama-cpp-python's defaults (half the cores, all of them)
+                llama.threads = threads.limited_to(llama.n_threads, llama.n_threads_batch)
             _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
         return _models[key]
 

@@ -14,8 +14,8 @@ llama.cpp context on the shared model: one KV stream per sequence.
   sequence and copied to the others (`llama_memory_seq_cp`): the rubric and question of a rubric's judge calls,
   the whole prompt of n samples. Then every live sequence decodes one token per step.
 - Threads by llama.cpp's rule: n_threads for a batch of one token, n_threads_batch for more (prompts, and the
-  generation steps of several sequences: on a loaded machine BESTOFN_LOCAL_THREADS=1 avoids threads waiting on
-  each other at every op).
+  generation steps of several sequences), both set before each step to at most the cores other processes leave
+  free (bestofn.backends.local_threads).
 
 Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path. On the
 shipped Q4_1 weights llama.cpp computes one token and a batch with the same kernels, so a sequence's logits are
@@ -201,6 +201,7 @@ class BatchEngine:
             before = owner.prompt[pos - 1] if pos - 1 < len(owner.prompt) else owner.tokens[pos - 1 - len(owner.prompt)]
             C.llama_memory_seq_rm(self._ctx.memory, seq, pos - 1, -1)
             items, shift = [(before, pos - 1, seq, False), items[0]], 1
+        self.llama.fit_threads(self._ctx.ctx)
         batch = self._batch.batch
         batch.n_tokens = len(items)
         for i, (token, pos, seq, logits) in enumerate(items):
