@@ -246,7 +246,9 @@ def main() -> None:
         return
     print("\nkernels: llama_decode tokens/s (prompt of ~70 tokens per sequence; 48 decode steps)")
     print(f"{'weights':<9} {'threads':>7} {'seqs':>4} {'prompt':>7} {'decode':>7}")
+    kernel = {}
     for kind, threads, n_seqs, prompt_tps, decode_tps in kernels():
+        kernel[kind, threads, n_seqs] = decode_tps
         print(f"{kind:<9} {threads:>7} {n_seqs:>4} {prompt_tps:>7.0f} {decode_tps:>7.0f}")
     today = ENGINES[0]
     for config in ENGINES:  # load the models outside the timings
@@ -261,6 +263,13 @@ def main() -> None:
         print(f"{name:<20} {r['tokens']:>6} {r['wall']:>7.2f} {r['tps']:>7.1f} {r['cpu']:>7.2f} {r['tpcpu']:>9.1f}  "
               f"{r['tps'] / gen[today]['tps']:>6.2f}x  {same}/{args.n}")
     print("goal: >= 2x today's tokens/s")
+    threads = max(t for _, t, _ in kernel)
+    auto = backend("batched/auto").weights
+    if (auto, threads, 4) in kernel and args.n == 4:
+        ceiling = kernel[auto, threads, 4]
+        print(f"ceiling: llama_decode alone, 4 sequences on {auto} at {threads} threads, {ceiling:.0f} tok/s = "
+              f"{ceiling / gen[today]['tps']:.2f}x today; the default reaches "
+              f"{gen['batched/auto']['tps'] / ceiling:.0%} of it")
 
     texts = asyncio.run(backend(today).sample(
         [Message(role="user", content=PROMPT)], SamplingParams(n=4, temperature=0.8, max_tokens=512, seed=0)))
