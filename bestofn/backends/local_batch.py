@@ -33,9 +33,10 @@ step's decode).
 
 Speed (bench/bench_local.py, 2-core AMD EPYC, idle, against the sequential engine on Q4_1): on Q4_1 the x86
 kernels decode 4 sequences in a step no faster per thread than in 4 steps, and the batched engine's gain is the
-second core (`bestofn run -n 4` 35.3 s -> 25.6 s); on bf16 weights prompts evaluate 3.2-3.6x faster and 4
-sequences decode 1.35x faster than on Q4_1: the default panel's 16 judge calls of a best-of-4 2.4-3.0x faster,
-generation at n=4 1.2-1.6x the tokens/s, `bestofn run -n 4` 15.7-18.6 s (three runs).
+second core (`bestofn run -n 4` 36.3 s -> 24.2 s); on bf16 weights prompts evaluate 2.8-3.6x faster and 4
+sequences decode 1.2-1.35x faster than on Q4_1: the default panel's 16 judge calls of a best-of-4 3.8x faster
+(30.1 -> 8.0 s), generation at n=4 1.7x the tokens/s (89% of llama.cpp's own 4-sequence decode),
+`bestofn run -n 4` 14.5 s (36.3 s today).
 """
 
 from __future__ import annotations
