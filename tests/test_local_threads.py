@@ -106,30 +106,33 @@ def test_the_model_decodes_with_the_chosen_counts(local_backend, monkeypatch, en
     assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (2, 2)
 
 
-def _spin(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def _spin(started, stop) -> None:
+    started.put(True)
+    while not stop.is_set():
         pass
 
 
 def test_next_to_busy_processes_the_model_takes_one_thread(local_backend, monkeypatch):
-    """Real /proc/stat: all cores but one busy with other processes (spinning for 3 s), the model's threads
-    measured over a real interval."""
+    """Real /proc/stat: all cores but one busy with other processes (spinning until told to stop), the model's
+    threads measured over a real interval."""
     llama, _ = local_backend._ensure()
     threads = Threads().limited_to(llama.n_threads, llama.n_threads_batch)
     monkeypatch.setattr(llama, "threads", threads)
-    spinners = [multiprocessing.get_context("spawn").Process(target=_spin, args=(3.0,))
-                for _ in range(max(1, threads.cores - 1))]
+    mp = multiprocessing.get_context("spawn")
+    started, stop = mp.Queue(), mp.Event()
+    spinners = [mp.Process(target=_spin, args=(started, stop)) for _ in range(max(1, threads.cores - 1))]
     for p in spinners:
         p.start()
     try:
-        time.sleep(1.0)  # the spinners started (spawned interpreters take a moment)
+        for _ in spinners:
+            started.get(timeout=60)  # every spinner runs
         threads.update()  # an interval that began before they ran is not the one measured
         time.sleep(local_threads.INTERVAL_S + 0.2)
         run_sync(local_backend.sample(SKY, SamplingParams(n=2, temperature=0.8, max_tokens=8, seed=1)))
     finally:
+        stop.set()
         for p in spinners:
-            p.join()
+            p.join(10)
     assert threads.others is not None and threads.others >= threads.cores - 1.5
     assert threads.current == (1, 1)
 
