@@ -2,8 +2,8 @@
 
 llama.cpp's CPU threads meet at a barrier after every operation of a decode and spin while they wait. When
 another busy process holds one of the cores they were counted for, every barrier waits for a descheduled
-thread: measured on 2 cores next to a second llama.cpp process, the embedded model generated 50-57 tokens/s with
-2 threads and 115-132 with 1 (bench/bench_local.py --contention). So, unless BESTOFN_LOCAL_THREADS fixes the
+thread: on 2 cores next to another llama.cpp process, the embedded model generated 33 tokens/s with 2 fixed
+threads and 103 with the fitted count (bench/bench_local.py --contention; 45-57 against 115-132 in single runs). So, unless BESTOFN_LOCAL_THREADS fixes the
 counts, the local backend asks `Threads.update()` before each decode round (the batched engine: before each
 step) and sets the context's threads to at most the free cores:
 
