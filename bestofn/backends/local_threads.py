@@ -3,8 +3,8 @@
 llama.cpp's CPU threads meet at a barrier after every operation of a decode and spin while they wait. When
 another busy process holds one of the cores they were counted for, every barrier waits for a descheduled
 thread: on 2 cores next to another llama.cpp process, the embedded model generated 33 tokens/s with 2 fixed
-threads and 103 with the fitted count (bench/bench_local.py --contention; 45-57 against 115-132 in single runs). So, unless BESTOFN_LOCAL_THREADS fixes the
-counts, the local backend asks `Threads.update()` before each decode round (the batched engine: before each
+threads and 103 with the fitted count (bench/bench_local.py --contention). So, unless BESTOFN_LOCAL_THREADS
+fixes the counts, the local backend asks `Threads.update()` before each decode (the batched engine: before each
 step) and sets the context's threads to at most the free cores:
 
     others = (CPU seconds all processes used - CPU seconds this process used) / wall seconds   (since last time)
