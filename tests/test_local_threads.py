@@ -142,6 +142,9 @@ def test_next_to_busy_processes_the_model_takes_one_thread(local_backend, monkey
     ("2", 0.0, "ok", "fixed at 2 (BESTOFN_LOCAL_THREADS); other processes use 0.0 of"),
     ("2", 1.0, "warn", "fixed at 2"),
     ("zero", 0.0, "fail", "BESTOFN_LOCAL_THREADS must be an integer"),
+    (None, None, "ok", "fitted to the cores other processes leave free; this host does not report CPU use"),
+    ("2", None, "ok", "fixed at 2 (BESTOFN_LOCAL_THREADS); this host does not report CPU use"),
+    ("3", None, "warn", "fixed at 3"),  # no readings: more threads than the cores
 ])
 def test_doctor_reports_the_policy_and_the_cores_in_use(monkeypatch, env, others, status, says):
     from bestofn.apps import doctor
@@ -151,8 +154,8 @@ def test_doctor_reports_the_policy_and_the_cores_in_use(monkeypatch, env, others
     else:
         monkeypatch.setenv("BESTOFN_LOCAL_THREADS", env)
     started = time.monotonic()  # a simulated host: `others` cores busy besides this process, for as long as it runs
-    monkeypatch.setattr(local_threads, "busy_seconds", lambda: others * (time.monotonic() - started)
-                        + time.process_time())
+    monkeypatch.setattr(local_threads, "busy_seconds", lambda: None if others is None else
+                        others * (time.monotonic() - started) + time.process_time())  # None: no /proc/stat
     monkeypatch.setattr(local_threads, "machine_cores", lambda: 2)
     check = doctor.check_threads(settle=0.3)
     assert check.status == status and says in check.detail, check

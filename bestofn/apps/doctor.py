@@ -182,11 +182,10 @@ def check_cpu(flags: frozenset[str] | None = None) -> Check:
 def check_threads(settle: float | None = None) -> Check:
     """How the embedded model picks its threads, and how busy the cores are with other processes now (measured
     over `settle` seconds, default one interval of bestofn.backends.local_threads)."""
-    from bestofn.backends.limits import env_int
-    from bestofn.backends.local_threads import INTERVAL_S, SLACK, Threads
+    from bestofn.backends.local_threads import INTERVAL_S, Threads, fixed_count
 
     try:
-        fixed = env_int("BESTOFN_LOCAL_THREADS", None)
+        fixed = fixed_count()
     except ConfigError as exc:
         return Check(name="threads", status="fail", detail=str(exc),
                      fix="set BESTOFN_LOCAL_THREADS to a count, or unset it")
@@ -201,7 +200,7 @@ def check_threads(settle: float | None = None) -> Check:
         return Check(name="threads", status="ok",
                      detail=f"llama.cpp threads fitted to the cores other processes leave free; {now}")
     detail = f"llama.cpp threads fixed at {fixed} (BESTOFN_LOCAL_THREADS); {now}"
-    if threads.others is not None and fixed > threads.cores - threads.others + SLACK:
+    if fixed > threads.free():
         return Check(name="threads", status="warn", detail=detail,
                      fix="unset BESTOFN_LOCAL_THREADS: threads beyond the free cores wait at every step of a decode")
     return Check(name="threads", status="ok", detail=detail)

@@ -38,9 +38,8 @@ from typing import Any
 
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
 from bestofn.backends.cpu import extra_buffers_choice, weights_choice
-from bestofn.backends.limits import env_int
 from bestofn.backends.local_batch import batcher_for, engine_choice
-from bestofn.backends.local_threads import Threads
+from bestofn.backends.local_threads import Threads, fixed_count
 from bestofn.backends.local_weights import prepare
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
 from bestofn.records import Message, Usage
@@ -77,7 +76,7 @@ def _close_models() -> None:
 
 def _threads() -> dict[str, int]:
     """BESTOFN_LOCAL_THREADS: both thread counts, fixed; unset: llama-cpp-python's, fitted to the free cores."""
-    threads = env_int("BESTOFN_LOCAL_THREADS", None)
+    threads = fixed_count()
     return {} if threads is None else {"n_threads": threads, "n_threads_batch": threads}
 
 

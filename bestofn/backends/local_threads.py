@@ -22,11 +22,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bestofn.backends.limits import env_int
+
+ENV = "BESTOFN_LOCAL_THREADS"
 #: how long an interval must be before its reading replaces the last choice
 INTERVAL_S = 0.25
 #: a thread is kept for a core that other processes use less than this share of
 SLACK = 0.25
 STAT = Path("/proc/stat")
+
+
+def fixed_count() -> int | None:
+    """BESTOFN_LOCAL_THREADS: the thread count fixed for both of llama.cpp's numbers; None (unset): fitted."""
+    return env_int(ENV, None)
 
 
 def busy_seconds(stat: Path = STAT) -> float | None:
@@ -85,6 +93,11 @@ class Threads:
         wall, busy, own = (b - a for a, b in zip(self._last, now))
         self._last = now
         self.others = max(0.0, busy - own) / wall
-        free = max(1, math.floor(self.cores - self.others + SLACK))
+        free = self.free()
         self.current = (min(self.limit[0], free), min(self.limit[1], free))
         return self.current
+
+    def free(self) -> int:
+        """The threads the cores other processes left free over the last interval hold (all cores before one
+        was measured)."""
+        return max(1, math.floor(self.cores - (self.others or 0.0) + SLACK))
