@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -73,33 +74,37 @@ def kernels() -> list[tuple[str, int, int, float, float]]:
         if failed:
             print(f"  {kind}: {failed}")
             continue
-        llama, _ = _load(path)
+        llama, _ = _load(path, sixteen_bit=kind != "original")
         prompt = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 4)
         batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
-        for threads in (1, 2):
-            for n_seqs in (1, 4):
-                params = type(llama.context_params).from_buffer_copy(llama.context_params)
-                params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 512, n_seqs, False
-                params.n_threads = params.n_threads_batch = threads
-                ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        # 16-bit weights load with flash attention (bestofn.backends.local.llama_options): with and without it
+        for flash, threads, n_seqs in itertools.product((False, True) if kind != "original" else (False,),
+                                                        (1, 2), (1, 4)):
+            params = type(llama.context_params).from_buffer_copy(llama.context_params)
+            params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 512, n_seqs, False
+            params.n_threads = params.n_threads_batch = threads
+            params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
+                                      else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+            ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
 
-                def decode(items):
-                    b = batch.batch
-                    b.n_tokens = len(items)
-                    for i, (tok, pos, seq, logits) in enumerate(items):
-                        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
-                        b.seq_id[i][0] = seq
-                    assert C.llama_decode(ctx.ctx, b) == 0
+            def decode(items):
+                b = batch.batch
+                b.n_tokens = len(items)
+                for i, (tok, pos, seq, logits) in enumerate(items):
+                    b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+                    b.seq_id[i][0] = seq
+                assert C.llama_decode(ctx.ctx, b) == 0
 
-                t0 = time.perf_counter()
-                for seq in range(n_seqs):
-                    decode([(t, p, seq, p == len(prompt) - 1) for p, t in enumerate(prompt)])
-                prompt_tps = n_seqs * len(prompt) / (time.perf_counter() - t0)
-                steps, t0 = 48, time.perf_counter()
-                for k in range(steps):
-                    decode([(prompt[k], len(prompt) + k, seq, True) for seq in range(n_seqs)])
-                rows.append((kind, threads, n_seqs, prompt_tps, n_seqs * steps / (time.perf_counter() - t0)))
-                ctx.close()
+            t0 = time.perf_counter()
+            for seq in range(n_seqs):
+                decode([(t, p, seq, p == len(prompt) - 1) for p, t in enumerate(prompt)])
+            prompt_tps = n_seqs * len(prompt) / (time.perf_counter() - t0)
+            steps, t0 = 48, time.perf_counter()
+            for k in range(steps):
+                decode([(prompt[k], len(prompt) + k, seq, True) for seq in range(n_seqs)])
+            rows.append((f"{kind}+fa" if flash else kind, threads, n_seqs, prompt_tps,
+                         n_seqs * steps / (time.perf_counter() - t0)))
+            ctx.close()
         batch.close()
     return rows
 
@@ -264,7 +269,7 @@ def main() -> None:
               f"{r['tps'] / gen[today]['tps']:>6.2f}x  {same}/{args.n}")
     print("goal: >= 2x today's tokens/s")
     threads = max(t for _, t, _ in kernel)
-    auto = backend("batched/auto").weights
+    auto = backend("batched/auto").variant or "original"
     if (auto, threads, 4) in kernel and args.n == 4:
         ceiling = kernel[auto, threads, 4]
         print(f"ceiling: llama_decode alone, 4 sequences on {auto} at {threads} threads, {ceiling:.0f} tok/s = "

@@ -18,7 +18,7 @@ async def test_top_logprobs_are_llama_cpp_pythons_logits_all_ones(local_backend)
                                                                 json_schema=SCHEMA))
     # the file the backend loaded (the embedded model's 16-bit weights where this CPU gets them), decoded as it is
     reference = local.llama_class()(model_path=str(local_backend.loaded_path), n_ctx=2048, verbose=False,
-                                    logits_all=True, min_batch=local_backend._llama.min_batch)
+                                    logits_all=True, **local.llama_options(local_backend.weights != "original"))
     try:
         out = reference.create_chat_completion(
             messages=[m.model_dump() for m in PROMPT], temperature=0, max_tokens=16, logprobs=True, top_logprobs=4,

@@ -14,7 +14,10 @@ the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers`
 The embedded model's weights are dequantized once to f16 or bf16 where the CPU computes those well
 (`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
 batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
-records the format loaded, `weights_reason` why; its `variant` (a key of the call cache) is the format.
+records the format loaded, `weights_reason` why. The 16-bit weights also run with llama.cpp's flash attention
+(`llama_options`): 14-17% faster decoding of batched sequences and prompts here, and no measurable change of the
+logits (KL to an f32 reference 0.00011 nats a token with it, 0.00012 without, bf16); it changes which texts a seed
+gives, so the backend's `variant` (a key of the call cache) names it with the format: "bf16+fa".
 
 Top logprobs come from the one model instance, without `logits_all` (which makes llama.cpp compute, and
 llama-cpp-python copy, the logits of every prompt token, and refuses `logprobs` otherwise): as each token is
@@ -47,8 +50,8 @@ from bestofn.records import Message, Usage
 N_CTX = 8192
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-#: (resolved path, extra buffers, min_batch) -> (Llama, its worker thread)
-_models: dict[tuple[str, bool, int], tuple[Any, ThreadPoolExecutor]] = {}
+#: (resolved path, extra buffers, 16-bit weights) -> (Llama, its worker thread)
+_models: dict[tuple[str, bool, bool], tuple[Any, ThreadPoolExecutor]] = {}
 _models_lock = threading.Lock()
 
 
@@ -178,21 +181,27 @@ def llama_class() -> type:
     return Llama
 
 
-def _load(path: Path, extra_buffers: bool | None = None, min_batch: int = 1) -> tuple[Any, ThreadPoolExecutor]:
-    """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`), and the one
-    worker thread its calls run on. One instance serves plain and logprob calls (see the module docstring).
-    `min_batch`: 2 for 16-bit weights (see the Llama class's `eval`)."""
+def llama_options(sixteen_bit: bool) -> dict[str, Any]:
+    """How a model loads by its weights' format: 16-bit weights with flash attention and no one-token batches
+    (see the Llama class's `eval`); Q4_1 and other given files as llama-cpp-python loads them."""
+    return {"min_batch": 2, "flash_attn": True} if sixteen_bit else {"min_batch": 1, "flash_attn": False}
+
+
+def _load(path: Path, extra_buffers: bool | None = None, sixteen_bit: bool = False) -> tuple[Any, ThreadPoolExecutor]:
+    """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`) and with the
+    options of its weights' format (`llama_options`), and the one worker thread its calls run on. One instance
+    serves plain and logprob calls (see the module docstring)."""
     if extra_buffers is None:
         extra_buffers = extra_buffers_choice()[0]
     path_key = str(path.resolve())
     with _models_lock:
-        key = (path_key, extra_buffers, min_batch)
+        key = (path_key, extra_buffers, sixteen_bit)
         if key not in _models:
             fixed = _threads()
             # counted from before the load, so that the first decode already knows the other processes' use
             threads = None if fixed else Threads()
             llama = llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, use_extra_bufts=extra_buffers,
-                                  min_batch=min_batch, **fixed)
+                                  **llama_options(sixteen_bit), **fixed)
             if threads is not None:  # at most llama-cpp-python's defaults (half the cores, all of them)
                 llama.threads = threads.limited_to(llama.n_threads, llama.n_threads_batch)
             _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
@@ -217,7 +226,7 @@ class LocalBackend(Backend):
         self.extra_buffers, self.extra_buffers_reason = extra_buffers_choice()
         #: "original", "f16" or "bf16": the weights loaded, and why (see bestofn.backends.cpu.weights_choice)
         self.weights, self.weights_reason = weights_choice(embedded=not model)
-        self.variant = None if self.weights == "original" else self.weights
+        self.variant = None if self.weights == "original" else f"{self.weights}+fa"
         #: why the chosen conversion could not be made (the model then loads as given), once loaded
         self.weights_failed: str | None = None
         #: the file loaded (`path`, or its converted weights), once loaded
@@ -236,7 +245,7 @@ class LocalBackend(Backend):
                 self.weights_failed = failed
             self.loaded_path = path
             self._llama, self._executor = _load(path, extra_buffers=self.extra_buffers,
-                                                min_batch=1 if self.weights == "original" else 2)
+                                                sixteen_bit=self.weights != "original")
         assert self._executor is not None
         return self._llama, self._executor
 
