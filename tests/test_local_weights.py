@@ -77,7 +77,7 @@ def test_doctor_reports_the_weights_of_the_simulated_host(monkeypatch):
 
 def test_the_call_cache_keys_on_the_weights_and_old_keys_stay():
     class Fake:
-        spec, model, base_url = "local", "", None
+        spec, model, base_url, closes_strings = "local", "", None, True
 
         def __init__(self, variant):
             self.variant = variant
@@ -89,7 +89,7 @@ def test_the_call_cache_keys_on_the_weights_and_old_keys_stay():
     from bestofn.backends.cache import FORMAT
     from bestofn.records import sha256_hex
     old = sha256_hex("bestofn-call", FORMAT, "local", None, None, [m.model_dump() for m in SKY],
-                     params.model_dump(exclude={"n"}), 0)
+                     params.model_dump(exclude={"n", "close_strings_at"}), 0)  # the fields SamplingParams had
     assert keys[None] == old
 
 

@@ -19,6 +19,10 @@ class SamplingParams(Record):
     seed: int = 0
     json_schema: dict[str, Any] | None = None  # constrain the output to this JSON schema
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # A budget for the JSON string a constrained reply is writing (a judge's reasoning): past this many reply
+    # tokens, a backend that `closes_strings` ends that string, the reply goes on under its schema, and it ends
+    # with finish_reason "budget" instead of "stop". Other backends ignore it (max_tokens still bounds the reply).
+    close_strings_at: int | None = Field(default=None, ge=1)
 
 
 class TokenLogprob(Record):
@@ -56,6 +60,8 @@ class Backend(ABC):
     context_window: int | None = None
     #: US dollars per million prompt and completion tokens, where given (else bestofn.backends.pricing's)
     price: Price | None = None
+    #: True where the backend honours SamplingParams.close_strings_at (the call cache keys on it only there)
+    closes_strings: bool = False
     #: False for a backend whose replies must never be cached (a scripted test double)
     cacheable: bool = True
     #: the backend a wrapper wraps; None for one that samples itself
@@ -100,6 +106,7 @@ class WrappedBackend(Backend):
     serial = property(lambda self: self.inner.serial)  # type: ignore[assignment]
     context_window = property(lambda self: self.inner.context_window)  # type: ignore[assignment]
     price = property(lambda self: self.inner.price)  # type: ignore[assignment]
+    closes_strings = property(lambda self: self.inner.closes_strings)  # type: ignore[assignment]
     cacheable = property(lambda self: self.inner.cacheable)  # type: ignore[assignment]
 
     async def resolve(self) -> str | None:

@@ -336,7 +336,9 @@ def call_key(backend: Backend, messages: list[Message], params: SamplingParams, 
         backend.model or None,  # None, not "": the keys of backends that name no model stay as they were
         backend.base_url,
         [m.model_dump() for m in messages],
-        params.model_dump(exclude={"n"}),
+        # a string budget the backend ignores leaves the reply, and so the key, as it was
+        params.model_dump(exclude={"n"} if backend.closes_strings and params.close_strings_at else
+                          {"n", "close_strings_at"}),
         index,
         *([backend.variant] if backend.variant is not None else []),  # keys without a variant stay as they were
     )

@@ -233,6 +233,8 @@ class LocalBackend(Backend):
         self.loaded_path: Path | None = None
         #: "batched" (bestofn.backends.local_batch) or "sequential" (one create_chat_completion at a time)
         self.engine = engine_choice()
+        #: the batched engine keeps a string budget (SamplingParams.close_strings_at); the sequential one does not
+        self.closes_strings = self.engine == "batched"
         self._llama: Any = None
         self._executor: ThreadPoolExecutor | None = None
 

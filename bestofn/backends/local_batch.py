@@ -10,6 +10,10 @@ llama.cpp context on the shared model: one KV stream per sequence.
   makes is recorded instead of run), and so are the sampler chain (penalties, the JSON-schema grammar where the
   output is constrained, top-k, typical, top-p, min-p, temperature, the seeded distribution: one per sequence)
   and the stop rules (end of generation, stop strings, max_tokens: finish_reason "length").
+- A greedy reply under a grammar keeps its string budget (SamplingParams.close_strings_at: a judge's reasoning):
+  past it, inside a member's string value, the quote that ends the string is taken where the grammar accepts it,
+  and the model writes the rest (the score) under the grammar: finish_reason "budget". The embedded model's
+  judges otherwise ramble to max_tokens on one verdict in three on some prompts, and then again in the re-ask.
 - Shared prompt prefixes are evaluated once: a prefix tree over the token lists, each node decoded on one
   sequence and copied to the others (`llama_memory_seq_cp`): the rubric and question of a rubric's judge calls,
   the whole prompt of n samples. Then every live sequence decodes one token per step.
@@ -234,7 +238,7 @@ class BatchEngine:
     def _sample(self, s: Sequence, index: int) -> None:
         import llama_cpp.llama_cpp as C
 
-        token = s.sampler.sample(self._ctx.ctx, index)
+        token = s.sampler.sample(self._ctx.ctx, index, s.prefer())
         s.accept(token, C.llama_vocab_is_eog(self._vocab, token), self.llama.detokenize([token]),
                  room=min(self.n_ctx, self.shape[1]))
 

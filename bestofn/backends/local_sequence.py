@@ -90,19 +90,20 @@ class Sampler:
             self.chain.add_temp(temp)
             self.chain.add_dist(seed)
 
-    def sample(self, ctx: Any, index: int) -> int:
-        """The token chosen from the logits of batch position `index`, accepted into the sampler's state."""
+    def sample(self, ctx: Any, index: int, prefer: int | None = None) -> int:
+        """The token chosen from the logits of batch position `index`, accepted into the sampler's state. Greedy
+        under a grammar, `prefer` is taken instead wherever the grammar accepts it."""
         C = self._C
         if self.grammar is None:
             return C.llama_sampler_sample(self.chain.sampler, ctx, index)
         import numpy as np
 
+        if prefer is not None and self._accepts(prefer):
+            C.llama_sampler_accept(self.grammar, prefer)
+            return prefer
         logits = np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
         token = int(np.argmax(logits))  # the first of equal maxima, as llama.cpp's greedy sampler picks
-        one = C.llama_token_data(id=token, logit=1.0, p=0.0)
-        C.llama_sampler_apply(self.grammar, ctypes.byref(C.llama_token_data_array(
-            data=ctypes.pointer(one), size=1, selected=-1, sorted=False)))
-        if one.logit == -np.inf:
+        if not self._accepts(token):
             cells = np.empty(self.n_vocab, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
                                                           align=True))
             cells["id"], cells["logit"], cells["p"] = np.arange(self.n_vocab), logits, 0.0
@@ -111,6 +112,14 @@ class Sampler:
             token = int(np.argmax(cells["logit"]))
         C.llama_sampler_accept(self.grammar, token)
         return token
+
+    def _accepts(self, token: int) -> bool:
+        """Whether the grammar, in its state now, accepts `token` next."""
+        C = self._C
+        one = C.llama_token_data(id=token, logit=1.0, p=0.0)
+        C.llama_sampler_apply(self.grammar, ctypes.byref(C.llama_token_data_array(
+            data=ctypes.pointer(one), size=1, selected=-1, sorted=False)))
+        return one.logit != -float("inf")
 
     def close(self) -> None:
         if self.grammar:
@@ -141,16 +150,48 @@ class Sequence:
     finish: str | None = None
     started: float = 0.0
     ended: float = 0.0
+    #: the string budget (SamplingParams.close_strings_at) of a greedy reply under a grammar, and the token `"`
+    close_at: int | None = None
+    quote: int = -1
+    in_string: bool = False
+    escaped: bool = False
+    last: int = 0
+    #: whether the budget ended a string (the completion's finish_reason is then "budget")
+    closed: bool = False
+
+    def prefer(self) -> int | None:
+        """The token to take over the model's choice where the grammar accepts it: past the string budget,
+        inside a JSON string that is a member's value, the quote that ends it (once)."""
+        past = self.close_at is not None and len(self.tokens) >= self.close_at and not self.closed
+        return self.quote if past and self.in_string and self.last == 0x3A else None
+
+    def _track(self, piece: bytes) -> None:
+        """Whether the reply is inside a JSON string after `piece` (quotes, and backslash escapes in strings), and
+        the last character outside strings before it (a colon: the string is a value, not a key)."""
+        for byte in piece:
+            if self.escaped:
+                self.escaped = False
+            elif self.in_string:
+                self.escaped = byte == 0x5C
+                self.in_string = byte != 0x22
+            elif byte == 0x22:
+                self.in_string = True
+            elif byte not in b" \t\r\n":
+                self.last = byte
 
     def accept(self, token: int, eog: bool, piece: bytes, room: int) -> None:
         """`Llama._create_completion`'s rules for one sampled token: end of generation, incomplete UTF-8 held
         back, stop strings, max_tokens; and the end of the KV cells (`room`), which only a character still
         incomplete at max_tokens reaches."""
         if eog:
-            self._end(self._detokenized(), "stop")
+            self._end(self._detokenized(), "budget" if self.closed else "stop")
             return
+        forced = token == self.prefer()  # the budget's quote, taken (an escaped one leaves the string open)
         self.tokens.append(token)
         self.raw += piece
+        if self.close_at is not None:
+            self._track(piece)
+            self.closed = self.closed or (forced and not self.in_string)
         all_text = self._detokenized()
         for k, char in enumerate(all_text[-3:]):
             k = 3 - k
@@ -159,7 +200,7 @@ class Sequence:
                     self.multibyte_fix = num - k
         hits = [] if self.multibyte_fix > 0 else [s for s in self.stop if s in all_text]
         if hits:
-            self._end(all_text[: all_text.index(hits[0])], "stop")
+            self._end(all_text[: all_text.index(hits[0])], "budget" if self.closed else "stop")
         elif self.multibyte_fix > 0:
             self.multibyte_fix -= 1
             if len(self.prompt) + len(self.tokens) >= room:
@@ -192,8 +233,14 @@ def sequences(llama: Any, request: int, messages: list[dict[str, str]], params: 
     if max_tokens is None or max_tokens <= 0 or max_tokens + len(prompt) >= n_ctx:
         max_tokens = n_ctx - len(prompt)
     stop = call["stop"] if isinstance(call["stop"], list) else [call["stop"]] if call["stop"] else []
-    return [Sequence(request, prompt, max_tokens, Sampler(llama, call, params.seed + i),
-                     [s.encode("utf-8") for s in stop], llama.token_bos()) for i in range(params.n)]
+    out = [Sequence(request, prompt, max_tokens, Sampler(llama, call, params.seed + i),
+                    [s.encode("utf-8") for s in stop], llama.token_bos()) for i in range(params.n)]
+    if params.close_strings_at is not None:  # a budget only greedy replies under a grammar keep (Sampler.sample)
+        (quote,) = llama.tokenize(b'"', add_bos=False, special=False)
+        for s in out:
+            if s.sampler.grammar is not None:
+                s.close_at, s.quote = params.close_strings_at, quote
+    return out
 
 
 def kv_cells(s: Sequence) -> int:

@@ -70,12 +70,14 @@ class LengthControl(BaseModel):
 # name its verdicts, so it has no scale, weight or gate of its own. A pairwise verdict covers two candidates,
 # so it cannot gate one. docs/panels.md shows this table in its "read by" column.
 _MODEL = ("rubric", "model", "base_url", "temperature", "max_tokens", "examples")
-_POINTWISE = ("samples", "score_method", "top_logprobs", "needs_reference", "criteria", "per_criterion", "reasoning")
+_POINTWISE = ("samples", "score_method", "top_logprobs", "needs_reference", "criteria", "per_criterion", "reasoning",
+              "reasoning_tokens")
 _GATE = ("gate", "gate_pass")
 JUDGE_KEYS: dict[str, frozenset[str]] = {
     "rubric": frozenset({"name", "kind", "scale", "weight", *_GATE, *_MODEL, *_POINTWISE}),
     "per-criterion": frozenset({"name", "kind", *_MODEL, *_POINTWISE}),
-    "pairwise": frozenset({"name", "kind", "weight", *_MODEL, "mode", "score_method", "top_logprobs", "tie_margin"}),
+    "pairwise": frozenset({"name", "kind", "weight", *_MODEL, "mode", "score_method", "top_logprobs", "tie_margin",
+                           "reasoning_tokens"}),
     "listwise": frozenset({"name", "kind", "weight", *_GATE, *_MODEL, "shuffles", "window", "step", "passes"}),
     "verifier": frozenset({"name", "kind", "weight", *_GATE, "check"}),
     "consensus": frozenset({"name", "kind", "weight", "answer_regex"}),
@@ -115,6 +117,8 @@ class JudgeConfig(BaseModel):
     score_method: Literal["sampled", "logprob"] = "sampled"  # logprob: expected score over the score tokens (G-Eval)
     top_logprobs: int = Field(default=10, ge=1, le=20)
     reasoning: bool = True  # rubric: false asks for the score first, no reasoning (bestofn.judging.direct)
+    # the reasoning's budget in tokens (bestofn.judging.base.DEFAULT_REASONING_TOKENS), where the backend keeps one
+    reasoning_tokens: int | None = Field(default=None, ge=1)
     needs_reference: bool = False  # reference-guided grading: abstain when the prompt comes without a reference
     examples: list[Example] = Field(default_factory=list)  # few-shot examples, rendered by the template
     mode: Literal["all-pairs", "knockout"] = "all-pairs"  # pairwise: n(n-1) calls, or a 2(n-1)-call knockout

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from pydantic import BaseModel
 
 from bestofn.backends.base import Backend, Completion, SamplingParams
+from bestofn.judging.base import DEFAULT_REASONING_TOKENS
 from bestofn.judging.budget import check_budget
 from bestofn.judging.structured import json_schema, parse_reply
 from bestofn.records import Message, Usage
@@ -75,12 +76,15 @@ async def ask_structured(
     top_logprobs: int | None = None,
     check: Check | None = None,
     judge: str = "judge",
+    reasoning_tokens: int | None = None,
 ) -> list[Reply]:
     """n samples, each validated; a sample that fails gets one re-ask. Backend errors propagate, a prompt that
-    cannot fit included (PromptTooLongError, naming `judge`)."""
+    cannot fit included (PromptTooLongError, naming `judge`). `reasoning_tokens`: the budget of the reply's
+    string (SamplingParams.close_strings_at), for a schema whose strings come before the verdict."""
     schema = json_schema(model)
     params = SamplingParams(
-        n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=schema, top_logprobs=top_logprobs
+        n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=schema, top_logprobs=top_logprobs,
+        close_strings_at=reasoning_tokens,
     )
     out = []
     await check_budget(backend, messages, max_tokens, judge)  # too long: PromptTooLongError, nothing cut
@@ -114,4 +118,5 @@ async def ask_samples(judge: Judge, messages: list[Message], model: type[BaseMod
         judge.backend, messages, model, max_tokens=judge.max_tokens,  # type: ignore[arg-type]
         temperature=judge.temperature, seed=seed, n=judge.config.samples,
         top_logprobs=judge.config.top_logprobs if logprobs else None, judge=judge.name,
+        reasoning_tokens=judge.config.reasoning_tokens or DEFAULT_REASONING_TOKENS,
     )

@@ -13,6 +13,11 @@ from bestofn.records import Candidate, Message, Verdict
 
 #: a judge's token limit when neither --judge-max-tokens nor the judge's TOML sets one
 DEFAULT_JUDGE_MAX_TOKENS = 384
+#: a judge's reasoning budget in tokens when its TOML sets no `reasoning_tokens`: past it, a backend that can (the
+#: embedded model's batched engine) ends the reasoning string and the reply goes on to its verdict
+#: (SamplingParams.close_strings_at). The rubrics ask for one or two short sentences; the embedded model's valid
+#: verdicts ran to 179 tokens, its rambles to any max_tokens (and then again in the re-ask).
+DEFAULT_REASONING_TOKENS = 128
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from bestofn.backends.base import Completion, SamplingParams
 from bestofn.errors import BackendError
 from bestofn.judging.asking import Reply, ask_structured
-from bestofn.judging.base import Judge, JudgeInput, render_question
+from bestofn.judging.base import DEFAULT_REASONING_TOKENS, Judge, JudgeInput, render_question
 from bestofn.judging.budget import check_budget, failure_status
 from bestofn.judging.delimiters import delimit
 from bestofn.records import Candidate, Message, Verdict, sha256_hex
@@ -118,6 +118,7 @@ class PairwiseJudge(Judge):
         (reply,) = await ask_structured(
             self.backend, self.prompt_for(item, first, second), pairwise_output_model(),  # type: ignore[arg-type]
             max_tokens=self.max_tokens, temperature=self.temperature, seed=item.seed, judge=self.name,
+            reasoning_tokens=self.config.reasoning_tokens or DEFAULT_REASONING_TOKENS,
         )
         return reply
 

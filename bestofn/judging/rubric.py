@@ -66,6 +66,8 @@ class RubricJudge(Judge):
                                  attempts=attempts, raw=replies[0].raw if replies else None)
         scores = [float(r.obj.score) for r in good]  # type: ignore[union-attr]
         details: dict = {}
+        if cut := sum(r.completion.finish_reason == "budget" for r in good):  # type: ignore[union-attr]
+            details["reasoning_cut"] = cut  # replies whose reasoning the backend ended at the budget
         if self.config.score_method == "logprob":  # G-Eval: the expected score over the score tokens
             weighted = [score_from(r.completion, "score", s, *self.config.scale) for r, s in zip(good, scores)]
             scores, details["logprob"] = [w for w, _ in weighted], [how for _, how in weighted]
