@@ -42,6 +42,7 @@ from typing import Any
 from bestofn.backends.base import Backend, Completion, SamplingParams, TokenLogprob
 from bestofn.backends.cpu import extra_buffers_choice, weights_choice
 from bestofn.backends.local_batch import batcher_for, engine_choice
+from bestofn.backends.local_sequence import json_grammar
 from bestofn.backends.local_threads import Threads, fixed_count
 from bestofn.backends.local_weights import prepare
 from bestofn.errors import BackendError, ConfigError, MissingExtraError
@@ -258,7 +259,7 @@ class LocalBackend(Backend):
         )
         if params.json_schema is not None:
             # llama.cpp's grammar enforces the schema's structure and enums; ranges are checked by the caller.
-            kwargs["response_format"] = {"type": "json_object", "schema": params.json_schema}
+            kwargs["grammar"] = json_grammar(params.json_schema)
         started = time.perf_counter()
         steps: list[tuple[int, float, list[tuple[int, float]]]] = []
         if params.top_logprobs is not None:

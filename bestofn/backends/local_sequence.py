@@ -6,6 +6,7 @@ recorded instead of run), the sampler chain `Llama._init_sampler` builds for tho
 from __future__ import annotations
 
 import ctypes
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +36,29 @@ class _Recorder:
         raise _Recorded(kwargs)
 
 
+#: llama-cpp-python's JSON-schema grammar lets raw control characters (a newline) into strings, which is not JSON
+#: (its issue 1259); llama.cpp's own converter excludes them, as this does
+_CHAR, _JSON_CHAR = r'char ::= [^"\\]', r'char ::= [^"\\\x7F\x00-\x1F]'
+
+
+def json_grammar(schema: dict[str, Any]) -> Any:
+    """The grammar of a JSON schema, as llama-cpp-python's chat handler makes it for `response_format`, with
+    strings that hold no raw control characters (the embedded model's judges wrote newlines into their reasoning:
+    replies no JSON parser takes)."""
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return LlamaGrammar.from_string(gbnf.replace(_CHAR, _JSON_CHAR), verbose=False)
+
+
 def completion_call(llama: Any, messages: list[dict[str, str]], params: SamplingParams, seed: int) -> dict[str, Any]:
     """The arguments today's path (`create_chat_completion`) hands to `create_completion`: the prompt's tokens
-    by the model's chat handler, stop strings, the grammar of the JSON schema, the sampling defaults."""
+    by the model's chat handler, stop strings, the grammar of the JSON schema (`json_grammar`), the sampling
+    defaults."""
     kwargs: dict[str, Any] = dict(messages=messages, temperature=params.temperature, max_tokens=params.max_tokens,
                                   seed=seed)
     if params.json_schema is not None:
-        kwargs["response_format"] = {"type": "json_object", "schema": params.json_schema}
+        kwargs["grammar"] = json_grammar(params.json_schema)
     try:
         type(llama).create_chat_completion(_Recorder(llama), **kwargs)
     except _Recorded as recorded:
