@@ -75,6 +75,9 @@ async def test_a_tie_in_one_order_and_a_win_in_the_other_is_a_tie():
     assert verdict.status == "ok" and verdict.details["winner"] is None and verdict.details["consistent"] is False
     assert verdict.candidate_ids == [a.id, b.id] and verdict.score == 0.5
     assert [o["said"] for o in verdict.details["orders"]] == ["A", "tie"]
+    from bestofn.judging.base import DEFAULT_REASONING_TOKENS  # each order's reasoning has its budget
+
+    assert [params.close_strings_at for _, params in fake.requests] == [DEFAULT_REASONING_TOKENS] * 2
 
 
 async def test_consistent_across_orders_is_a_win_for_the_same_candidate():

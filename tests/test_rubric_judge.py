@@ -110,3 +110,16 @@ def test_bad_panels_are_clear_errors(tmp_path, toml, message):
 def test_unknown_panel_lists_the_builtin_ones():
     with pytest.raises(ConfigError, match="unknown panel 'nope'.*default"):
         load_panel("nope")
+
+
+async def test_the_reasoning_budget_reaches_the_backend_default_or_from_the_panel(tmp_path):
+    from bestofn.judging.base import DEFAULT_REASONING_TOKENS
+
+    fake = FakeBackend(['{"reasoning": "right", "score": 9}'] * 2)
+    await judge_with(fake).judge(ITEM, [CAND])
+    panel = tmp_path / "brief.toml"
+    panel.write_text('name = "brief"\n\n[[judge]]\nname = "correctness"\nrubric = "correctness.v1"\n'
+                     'reasoning_tokens = 20\n', encoding="utf-8")
+    [judge] = build_judges(load_panel(panel), lambda cfg: fake)
+    await judge.judge(ITEM, [CAND])
+    assert [params.close_strings_at for _, params in fake.requests] == [DEFAULT_REASONING_TOKENS, 20]

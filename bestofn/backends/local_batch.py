@@ -28,9 +28,10 @@ tests/test_local_batched.py asserts it). On the 16-bit weights (bestofn.backends
 two or more tokens takes llama.cpp's matrix kernels and a lone token its dot products, whose sums round apart: a
 lone token is decoded with the token before it in its sequence (that cell made again), as the sequential path's
 `eval` does, so that a sequence alone gives the sequential path's text; sequences decoded together give their
-own, which depend on the calls they share batches with. The alternatives change more: flash attention moved the
-logits of a prompt's last token by up to 0.77, and one KV cache shared by all sequences (their cells
-interleaved) changed all four of four sampled texts. Greedy decoding under a grammar (the judges' verdicts)
+own, which depend on the calls they share batches with. Flash attention (on for the 16-bit weights, in both
+engines alike: bestofn.backends.local.llama_options) moves the logits of a prompt's last token by up to 0.77
+against it off; one KV cache shared by all sequences (their cells interleaved) changed all four of four sampled
+texts, and is not used. Greedy decoding under a grammar (the judges' verdicts)
 takes the most likely token when the grammar accepts it and applies the grammar to the whole vocabulary only
 when it does not: the same token, without the grammar's pass over 49k tokens at every step (as costly as the
 step's decode).
