@@ -177,7 +177,8 @@ def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkey
     import llama_cpp.llama_cpp as c
 
     monkeypatch.setenv(cpu.WEIGHTS_ENV, weights)
-    monkeypatch.setattr(local, "_models", {})  # a model of its own, loaded here
+    monkeypatch.setattr(local, "_models", {})  # a model of its own, loaded here, on a worker of its own
+    monkeypatch.setattr(local, "_worker", None)
     made, real_init = [], c.llama_init_from_model
 
     def init(model, params):
@@ -194,6 +195,31 @@ def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkey
         local._close_models()
     on = c.LLAMA_FLASH_ATTN_TYPE_ENABLED if weights != "original" else c.LLAMA_FLASH_ATTN_TYPE_DISABLED
     assert made == [on, on]  # the model's own context, then the batched engine's
+
+
+def test_every_model_decodes_on_the_one_worker_thread(monkeypatch):
+    """Two models (the shipped Q4_1 and the 16-bit weights) decode on one thread, so that llama.cpp's OpenMP
+    threads make one team (bestofn.backends.local._worker)."""
+    import threading
+
+    import llama_cpp.llama_cpp as c
+
+    monkeypatch.delenv(local_batch.ENV, raising=False)
+    threads, real_decode = set(), c.llama_decode
+
+    def decode(ctx, batch):
+        threads.add(threading.get_ident())
+        return real_decode(ctx, batch)
+
+    monkeypatch.setattr(c, "llama_decode", decode)
+    models = set()
+    for weights in ("original", "bf16"):
+        monkeypatch.setenv(cpu.WEIGHTS_ENV, weights)
+        for engine in ("sequential", "batched"):
+            b = backend(engine)
+            asyncio.run(b.sample(ASK, SamplingParams(n=2, temperature=0.9, max_tokens=3, seed=0)))
+            models.add(id(b._llama))
+    assert len(models) == 2 and len(threads) == 1 and threading.get_ident() not in threads
 
 
 def test_a_prompt_too_long_fails_its_call_only(batches):

@@ -15,9 +15,11 @@ The embedded model's weights are dequantized once to f16 or bf16 where the CPU c
 (`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
 batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
 records the format loaded, `weights_reason` why. The 16-bit weights also run with llama.cpp's flash attention
-(`llama_options`): 14-17% faster decoding of batched sequences and prompts here, and no measurable change of the
-logits (KL to an f32 reference 0.00011 nats a token with it, 0.00012 without, bf16); it changes which texts a seed
-gives, so the backend's `variant` (a key of the call cache) names it with the format: "bf16+fa".
+(`llama_options`): batched sequences and prompts decode 14-17% faster with it on a 2-core AMD EPYC, 4-7% faster
+(prompts) and as fast (4 sequences) on a 2-core Intel Sapphire Rapids (bench/bench_local.py's kernel table), and
+the logits do not measurably change (KL to an f32 reference 0.00011 nats a token with it, 0.00012 without, bf16);
+it changes which texts a seed gives, so the backend's `variant` (a key of the call cache) names it with the
+format: "bf16+fa".
 
 Top logprobs come from the one model instance, without `logits_all` (which makes llama.cpp compute, and
 llama-cpp-python copy, the logits of every prompt token, and refuses `logprobs` otherwise): as each token is
@@ -51,9 +53,15 @@ from bestofn.records import Message, Usage
 N_CTX = 8192
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-#: (resolved path, extra buffers, 16-bit weights) -> (Llama, its worker thread)
+#: (resolved path, extra buffers, 16-bit weights) -> (Llama, the worker thread)
 _models: dict[tuple[str, bool, bool], tuple[Any, ThreadPoolExecutor]] = {}
 _models_lock = threading.Lock()
+#: The one thread every loaded model's calls run on. Each decode already uses every free core, and llama.cpp's
+#: OpenMP threads belong to the thread that starts them: a second model on a thread of its own makes a second
+#: team, and once the teams' threads outnumber the cores, libgomp stops spinning at its barriers; on 2 cores a
+#: model then generated 40% slower for as long as another had decoded on its own thread (bench/bench_local.py
+#: loads three).
+_worker: ThreadPoolExecutor | None = None
 
 
 def default_model_path() -> Path:
@@ -70,8 +78,11 @@ def default_model_path() -> Path:
 @atexit.register
 def _close_models() -> None:
     """Free llama.cpp models before interpreter teardown, when their destructors can no longer run cleanly."""
-    for llama, executor in list(_models.values()):
-        executor.shutdown(wait=True)
+    global _worker
+    if _worker is not None:
+        _worker.shutdown(wait=True)
+        _worker = None
+    for llama, _ in list(_models.values()):
         close = getattr(llama, "close", None)
         if close is not None:
             close()
@@ -190,8 +201,9 @@ def llama_options(sixteen_bit: bool) -> dict[str, Any]:
 
 def _load(path: Path, extra_buffers: bool | None = None, sixteen_bit: bool = False) -> tuple[Any, ThreadPoolExecutor]:
     """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`) and with the
-    options of its weights' format (`llama_options`), and the one worker thread its calls run on. One instance
-    serves plain and logprob calls (see the module docstring)."""
+    options of its weights' format (`llama_options`), and the worker thread its calls run on (`_worker`). One
+    instance serves plain and logprob calls (see the module docstring)."""
+    global _worker
     if extra_buffers is None:
         extra_buffers = extra_buffers_choice()[0]
     path_key = str(path.resolve())
@@ -205,7 +217,9 @@ def _load(path: Path, extra_buffers: bool | None = None, sixteen_bit: bool = Fal
                                   **llama_options(sixteen_bit), **fixed)
             if threads is not None:  # at most llama-cpp-python's defaults (half the cores, all of them)
                 llama.threads = threads.limited_to(llama.n_threads, llama.n_threads_batch)
-            _models[key] = (llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama"))
+            if _worker is None:
+                _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+            _models[key] = (llama, _worker)
         return _models[key]
 
 
