@@ -62,9 +62,6 @@ def backend(config: str) -> LocalBackend:
 
 def kernels() -> list[tuple[str, int, int, float, float]]:
     """(weights, threads, sequences, prompt tok/s, decode tok/s) from raw llama_decode batches."""
-    import llama_cpp.llama_cpp as C
-    from llama_cpp import _internals
-
     from bestofn.backends.local import _load, default_model_path
     from bestofn.backends.local_weights import prepare
 
@@ -74,38 +71,50 @@ def kernels() -> list[tuple[str, int, int, float, float]]:
         if failed:
             print(f"  {kind}: {failed}")
             continue
-        llama, _ = _load(path, sixteen_bit=kind != "original")
-        prompt = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 4)
-        batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
-        # 16-bit weights load with flash attention (bestofn.backends.local.llama_options): with and without it
-        for flash, threads, n_seqs in itertools.product((False, True) if kind != "original" else (False,),
-                                                        (1, 2), (1, 4)):
-            params = type(llama.context_params).from_buffer_copy(llama.context_params)
-            params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 512, n_seqs, False
-            params.n_threads = params.n_threads_batch = threads
-            params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
-                                      else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-            ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        llama, worker = _load(path, sixteen_bit=kind != "original")
+        # on the models' worker thread, as every decode of the backend: llama.cpp's OpenMP threads belong to the
+        # thread that starts them, and a second team (this one's) would slow the later figures (local._worker)
+        rows.extend(worker.submit(_kernel_rows, llama, kind).result())
+    return rows
 
-            def decode(items):
-                b = batch.batch
-                b.n_tokens = len(items)
-                for i, (tok, pos, seq, logits) in enumerate(items):
-                    b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
-                    b.seq_id[i][0] = seq
-                assert C.llama_decode(ctx.ctx, b) == 0
 
-            t0 = time.perf_counter()
-            for seq in range(n_seqs):
-                decode([(t, p, seq, p == len(prompt) - 1) for p, t in enumerate(prompt)])
-            prompt_tps = n_seqs * len(prompt) / (time.perf_counter() - t0)
-            steps, t0 = 48, time.perf_counter()
-            for k in range(steps):
-                decode([(prompt[k], len(prompt) + k, seq, True) for seq in range(n_seqs)])
-            rows.append((f"{kind}+fa" if flash else kind, threads, n_seqs, prompt_tps,
-                         n_seqs * steps / (time.perf_counter() - t0)))
-            ctx.close()
-        batch.close()
+def _kernel_rows(llama, kind: str) -> list[tuple[str, int, int, float, float]]:
+    """One weight format's rows of the kernel table."""
+    import llama_cpp.llama_cpp as C
+    from llama_cpp import _internals
+
+    rows = []
+    prompt = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 4)
+    batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
+    # 16-bit weights load with flash attention (bestofn.backends.local.llama_options): with and without it
+    for flash, threads, n_seqs in itertools.product((False, True) if kind != "original" else (False,),
+                                                    (1, 2), (1, 4)):
+        params = type(llama.context_params).from_buffer_copy(llama.context_params)
+        params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 512, n_seqs, False
+        params.n_threads = params.n_threads_batch = threads
+        params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
+                                  else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+
+        def decode(items):
+            b = batch.batch
+            b.n_tokens = len(items)
+            for i, (tok, pos, seq, logits) in enumerate(items):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+                b.seq_id[i][0] = seq
+            assert C.llama_decode(ctx.ctx, b) == 0
+
+        t0 = time.perf_counter()
+        for seq in range(n_seqs):
+            decode([(t, p, seq, p == len(prompt) - 1) for p, t in enumerate(prompt)])
+        prompt_tps = n_seqs * len(prompt) / (time.perf_counter() - t0)
+        steps, t0 = 48, time.perf_counter()
+        for k in range(steps):
+            decode([(prompt[k], len(prompt) + k, seq, True) for seq in range(n_seqs)])
+        rows.append((f"{kind}+fa" if flash else kind, threads, n_seqs, prompt_tps,
+                     n_seqs * steps / (time.perf_counter() - t0)))
+        ctx.close()
+    batch.close()
     return rows
 
 
