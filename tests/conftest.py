@@ -51,6 +51,18 @@ def local_backend():
     return load_backend("local")
 
 
+@pytest.fixture
+def own_models(monkeypatch):
+    """Embedded models the test loads for itself (an empty bestofn.backends.local._models, on a worker thread of
+    their own), closed after it; the models the other tests share are left as they were."""
+    from bestofn.backends import local
+
+    monkeypatch.setattr(local, "_models", {})
+    monkeypatch.setattr(local, "_worker", None)
+    yield
+    local._close_models()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder, so no test sees another's cached calls."""

@@ -30,7 +30,7 @@ def cpuinfo(tmp_path, flags: str):
 
 
 @pytest.fixture
-def loads(monkeypatch):
+def loads(monkeypatch, own_models):
     """`use_extra_bufts` of every llama_model_params that reaches llama.cpp's loader, with an empty model cache
     (models this test loads are closed afterwards; those loaded before it come back)."""
     import llama_cpp.llama_cpp as c
@@ -47,12 +47,8 @@ def loads(monkeypatch):
         return real(path_model, params)
 
     monkeypatch.setattr(c, "llama_model_load_from_file", load_from_file)
-    monkeypatch.setattr(local, "_models", {})
     monkeypatch.delenv(cpu.ENV, raising=False)
-    yield seen
-    for llama, executor in local._models.values():
-        executor.shutdown(wait=True)
-        llama.close()
+    return seen
 
 
 async def generate(backend: local.LocalBackend) -> None:

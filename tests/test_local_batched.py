@@ -171,14 +171,12 @@ def test_the_sequential_setting_decodes_one_sequence_at_a_time(batches, monkeypa
 
 
 @pytest.mark.parametrize("weights", ["bf16", "f16", "original"])
-def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkeypatch, weights):
+def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkeypatch, own_models, weights):
     """Every llama.cpp context the model makes (the sequential engine's and the batched one's) has flash attention
     on for the 16-bit weights and off for the shipped Q4_1 (bestofn.backends.local.llama_options)."""
     import llama_cpp.llama_cpp as c
 
     monkeypatch.setenv(cpu.WEIGHTS_ENV, weights)
-    monkeypatch.setattr(local, "_models", {})  # a model of its own, loaded here, on a worker of its own
-    monkeypatch.setattr(local, "_worker", None)
     made, real_init = [], c.llama_init_from_model
 
     def init(model, params):
@@ -186,13 +184,10 @@ def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkey
         return real_init(model, params)
 
     monkeypatch.setattr(c, "llama_init_from_model", init)
-    try:
-        for engine in ("sequential", "batched"):
-            b = backend(engine)
-            asyncio.run(b.sample(ASK, SamplingParams(n=2, temperature=0.9, max_tokens=3, seed=0)))
-        assert b.weights == weights and b.variant == (None if weights == "original" else f"{weights}+fa")
-    finally:
-        local._close_models()
+    for engine in ("sequential", "batched"):  # a model of its own (own_models), loaded here
+        b = backend(engine)
+        asyncio.run(b.sample(ASK, SamplingParams(n=2, temperature=0.9, max_tokens=3, seed=0)))
+    assert b.weights == weights and b.variant == (None if weights == "original" else f"{weights}+fa")
     on = c.LLAMA_FLASH_ATTN_TYPE_ENABLED if weights != "original" else c.LLAMA_FLASH_ATTN_TYPE_DISABLED
     assert made == [on, on]  # the model's own context, then the batched engine's
 

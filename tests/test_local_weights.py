@@ -126,7 +126,7 @@ def ctypes_desc(C, llama) -> str:
     return buf.value.decode()
 
 
-def test_an_unwritable_folder_loads_the_shipped_weights_and_doctor_warns(tmp_path, monkeypatch):
+def test_an_unwritable_folder_loads_the_shipped_weights_and_doctor_warns(tmp_path, monkeypatch, own_models):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     source = local.default_model_path()
@@ -135,16 +135,10 @@ def test_an_unwritable_folder_loads_the_shipped_weights_and_doctor_warns(tmp_pat
 
     monkeypatch.setenv("BESTOFN_WEIGHTS_DIR", str(blocker / "weights"))
     monkeypatch.setenv(cpu.WEIGHTS_ENV, "bf16")
-    monkeypatch.setattr(local, "_models", {})
-    backend = local.LocalBackend()
-    try:
-        [c] = run_sync(backend.sample(SKY, SamplingParams(max_tokens=4, temperature=0)))
-        assert c.usage.completion_tokens > 0
-        assert (backend.weights, backend.variant) == ("original", None) and backend.weights_failed == failed
-    finally:
-        for llama, executor in local._models.values():
-            executor.shutdown(wait=True)
-            llama.close()
+    backend = local.LocalBackend()  # a model of its own (own_models)
+    [c] = run_sync(backend.sample(SKY, SamplingParams(max_tokens=4, temperature=0)))
+    assert c.usage.completion_tokens > 0
+    assert (backend.weights, backend.variant) == ("original", None) and backend.weights_failed == failed
     check = doctor.check_local_model()  # the child inherits the environment: the same failure, reported
     assert check.status == "warn" and "weights as shipped" in check.detail and "BESTOFN_WEIGHTS_DIR" in check.fix
 
