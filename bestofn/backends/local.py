@@ -15,8 +15,8 @@ The embedded model's weights are dequantized once to f16 or bf16 where the CPU c
 (`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
 batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
 records the format loaded, `weights_reason` why. The 16-bit weights also run with llama.cpp's flash attention
-(`llama_options`): batched sequences and prompts decode 14-17% faster with it on a 2-core AMD EPYC, 4-7% faster
-(prompts) and as fast (4 sequences) on a 2-core Intel Sapphire Rapids (bench/bench_local.py's kernel table), and
+(`llama_options`): batched sequences and prompts decode 14-17% faster with it on a 2-core AMD EPYC; on a 2-core
+Intel Sapphire Rapids prompts up to 12% faster and 4 sequences within 4% (bench/bench_local.py's kernel table), and
 the logits do not measurably change (KL to an f32 reference 0.00011 nats a token with it, 0.00012 without, bf16);
 it changes which texts a seed gives, so the backend's `variant` (a key of the call cache) names it with the
 format: "bf16+fa".
