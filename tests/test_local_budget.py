@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bestofn.backends import local, local_batch
+from bestofn.backends import local, local_batch, local_sequence
 from bestofn.backends.base import SamplingParams
 from bestofn.backends.cache import call_key
 from bestofn.config.panel import load_panel
@@ -52,6 +52,24 @@ def test_past_the_budget_the_string_ends_and_the_reply_goes_on_to_a_valid_score(
     # a reply that ends its string before the budget is the reply it would be without one
     short = ask(b, 90, max_tokens=8)
     assert short.text == ask(b, None, max_tokens=8).text and short.finish_reason == "length"
+
+
+def test_a_tokenizer_without_a_lone_quote_token_keeps_no_budget(monkeypatch):
+    """Another model's tokenizer may spell `"` as two tokens or with a space before it: the call goes on as
+    without a budget (to max_tokens), not an error (simulated on SmolLM2's own tokenizer)."""
+    monkeypatch.delenv(local_batch.ENV, raising=False)
+    b = backend("batched")
+    llama, _ = b._ensure()
+    real = type(llama).tokenize
+
+    def tokenize(self, text, *args, **kwargs):
+        return [*real(self, b" ", *args, **kwargs), *real(self, text, *args, **kwargs)] if text == b'"' else \
+            real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(llama), "tokenize", tokenize)
+    assert local_sequence.quote_token(llama) is None
+    cut = ask(b, 12)
+    assert cut.finish_reason == "length" and cut.usage.completion_tokens == 96
 
 
 def test_the_sequential_engine_keeps_no_budget_and_the_cache_keys_only_where_it_is_kept(monkeypatch):

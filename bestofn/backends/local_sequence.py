@@ -252,12 +252,19 @@ def sequences(llama: Any, request: int, messages: list[dict[str, str]], params: 
     stop = call["stop"] if isinstance(call["stop"], list) else [call["stop"]] if call["stop"] else []
     out = [Sequence(request, prompt, max_tokens, Sampler(llama, call, params.seed + i),
                     [s.encode("utf-8") for s in stop], llama.token_bos()) for i in range(params.n)]
-    if params.close_strings_at is not None:  # a budget only greedy replies under a grammar keep (Sampler.sample)
-        (quote,) = llama.tokenize(b'"', add_bos=False, special=False)
+    quote = quote_token(llama) if params.close_strings_at is not None else None
+    if quote is not None:  # a budget only greedy replies under a grammar keep (Sampler.sample)
         for s in out:
             if s.sampler.grammar is not None:
                 s.close_at, s.quote = params.close_strings_at, quote
     return out
+
+
+def quote_token(llama: Any) -> int | None:
+    """The token that spells `"` alone, which ends a string at its budget; None where the model's tokenizer
+    makes it otherwise (two tokens, or with a space before it): no budget is kept there."""
+    tokens = llama.tokenize(b'"', add_bos=False, special=False)
+    return tokens[0] if len(tokens) == 1 and llama.detokenize(tokens) == b'"' else None
 
 
 def kv_cells(s: Sequence) -> int:
