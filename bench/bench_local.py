@@ -2,8 +2,9 @@
 shipped Q4_1 weights), the batched engine (bestofn.backends.local_batch) on the same weights, and the default
 (the batched engine on the weights `BESTOFN_LOCAL_WEIGHTS=auto` picks for this CPU: bestofn.backends.cpu).
 
-0. Kernels: llama.cpp's raw speed per weight format (Q4_1 as shipped, f16, bf16): prompt tokens/s and the tokens/s
-   of 1 and of 4 sequences decoding together, at 1 and 2 threads.
+0. Kernels: llama.cpp's raw speed per weight format (Q4_1 as shipped, f16, bf16; the 16-bit ones also with flash
+   attention): prompt tokens/s and the tokens/s of 1, 4 and 16 sequences decoding together, at 1 and 2 threads,
+   after a generation's short prompt (70 tokens) and a judge call's (500).
 
 1. Generation: `-n 4` samples of "Why is the sky blue?" (temperature 0.8, `--max-tokens`), tokens per second.
 2. Judging: the default panel's 16 judge calls of a best-of-4 (`judge_all` on the four sequential samples, the
@@ -60,8 +61,8 @@ def backend(config: str) -> LocalBackend:
     return b
 
 
-def kernels() -> list[tuple[str, int, int, float, float]]:
-    """(weights, threads, sequences, prompt tok/s, decode tok/s) from raw llama_decode batches."""
+def kernels() -> list[tuple[str, int, int, int, float, float]]:
+    """(weights, threads, sequences, prompt tokens, prompt tok/s, decode tok/s) from raw llama_decode batches."""
     from bestofn.backends.local import _load, default_model_path
     from bestofn.backends.local_weights import prepare
 
@@ -78,19 +79,27 @@ def kernels() -> list[tuple[str, int, int, float, float]]:
     return rows
 
 
-def _kernel_rows(llama, kind: str) -> list[tuple[str, int, int, float, float]]:
-    """One weight format's rows of the kernel table."""
+#: (threads, sequences, prompt tokens) of the kernel table: a generation's short prompt, and a judge call's
+#: 400-600 tokens (decoding slows with the context, and flash attention more: bestofn.backends.local)
+KERNEL_SHAPES = [(1, 1, 70), (1, 4, 70), (2, 1, 70), (2, 4, 70), (2, 1, 500), (2, 4, 500), (2, 16, 500)]
+
+
+def _kernel_rows(llama, kind: str) -> list[tuple[str, int, int, int, float, float]]:
+    """One weight format's rows of the kernel table: each sequence's prompt evaluated on it, then decode steps
+    of a token per sequence."""
     import llama_cpp.llama_cpp as C
     from llama_cpp import _internals
 
     rows = []
-    prompt = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 4)
+    text = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 40)
     batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
-    # 16-bit weights load with flash attention (bestofn.backends.local.llama_options): with and without it
-    for flash, threads, n_seqs in itertools.product((False, True) if kind != "original" else (False,),
-                                                    (1, 2), (1, 4)):
+    # the backend loads every format without flash attention (bestofn.backends.local.llama_options): 16-bit
+    # weights with and without it
+    for flash, (threads, n_seqs, length) in itertools.product((False, True) if kind != "original" else (False,),
+                                                              KERNEL_SHAPES):
+        prompt = text[:length]
         params = type(llama.context_params).from_buffer_copy(llama.context_params)
-        params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 512, n_seqs, False
+        params.n_ctx, params.n_seq_max, params.kv_unified = n_seqs * 1024, n_seqs, False
         params.n_threads = params.n_threads_batch = threads
         params.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
                                   else C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
@@ -105,13 +114,15 @@ def _kernel_rows(llama, kind: str) -> list[tuple[str, int, int, float, float]]:
             assert C.llama_decode(ctx.ctx, b) == 0
 
         t0 = time.perf_counter()
-        for seq in range(n_seqs):
+        for seq in range(min(n_seqs, 4)):  # at most 4 prompts timed; the others copied
             decode([(t, p, seq, p == len(prompt) - 1) for p, t in enumerate(prompt)])
-        prompt_tps = n_seqs * len(prompt) / (time.perf_counter() - t0)
-        steps, t0 = 48, time.perf_counter()
+        prompt_tps = min(n_seqs, 4) * len(prompt) / (time.perf_counter() - t0)
+        for seq in range(4, n_seqs):
+            C.llama_memory_seq_cp(ctx.memory, 0, seq, -1, -1)
+        steps, t0 = 32, time.perf_counter()
         for k in range(steps):
             decode([(prompt[k], len(prompt) + k, seq, True) for seq in range(n_seqs)])
-        rows.append((f"{kind}+fa" if flash else kind, threads, n_seqs, prompt_tps,
+        rows.append((f"{kind}+fa" if flash else kind, threads, n_seqs, length, prompt_tps,
                      n_seqs * steps / (time.perf_counter() - t0)))
         ctx.close()
     batch.close()
@@ -258,12 +269,12 @@ def main() -> None:
         print(f"  fitted / fixed: {con['fitted']['tps'] / con['fixed']['tps']:.2f}x")
         print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
         return
-    print("\nkernels: llama_decode tokens/s (prompt of ~70 tokens per sequence; 48 decode steps)")
-    print(f"{'weights':<9} {'threads':>7} {'seqs':>4} {'prompt':>7} {'decode':>7}")
+    print("\nkernels: llama_decode tokens/s (a prompt of 70 or 500 tokens per sequence, then 32 decode steps)")
+    print(f"{'weights':<9} {'threads':>7} {'seqs':>4} {'context':>7} {'prompt':>7} {'decode':>7}")
     kernel = {}
-    for kind, threads, n_seqs, prompt_tps, decode_tps in kernels():
-        kernel[kind, threads, n_seqs] = decode_tps
-        print(f"{kind:<9} {threads:>7} {n_seqs:>4} {prompt_tps:>7.0f} {decode_tps:>7.0f}")
+    for kind, threads, n_seqs, length, prompt_tps, decode_tps in kernels():
+        kernel[kind, threads, n_seqs, length] = decode_tps
+        print(f"{kind:<9} {threads:>7} {n_seqs:>4} {length:>7} {prompt_tps:>7.0f} {decode_tps:>7.0f}")
     today = ENGINES[0]
     for config in ENGINES:  # load the models outside the timings
         asyncio.run(backend(config).sample([Message(role="user", content="hi")], SamplingParams(max_tokens=2)))
@@ -277,10 +288,10 @@ def main() -> None:
         print(f"{name:<20} {r['tokens']:>6} {r['wall']:>7.2f} {r['tps']:>7.1f} {r['cpu']:>7.2f} {r['tpcpu']:>9.1f}  "
               f"{r['tps'] / gen[today]['tps']:>6.2f}x  {same}/{args.n}")
     print("goal: >= 2x today's tokens/s")
-    threads = max(t for _, t, _ in kernel)
+    threads = max(t for _, t, _, _ in kernel)
     auto = backend("batched/auto").variant or "original"
-    if (auto, threads, 4) in kernel and args.n == 4:
-        ceiling = kernel[auto, threads, 4]
+    if (auto, threads, 4, 70) in kernel and args.n == 4:
+        ceiling = kernel[auto, threads, 4, 70]
         print(f"ceiling: llama_decode alone, 4 sequences on {auto} at {threads} threads, {ceiling:.0f} tok/s = "
               f"{ceiling / gen[today]['tps']:.2f}x today; the default reaches "
               f"{gen['batched/auto']['tps'] / ceiling:.0%} of it")

@@ -151,6 +151,29 @@ def test_sequences_that_end_leave_no_gap_and_the_others_keep_their_cache(batches
     assert [c.text for c in together] == [c.text for c in sequential]
 
 
+def test_on_16_bit_weights_only_a_round_of_one_sequence_decodes_its_lone_steps_with_the_token_before(
+        batches, monkeypatch):
+    """A lone token takes llama.cpp's dot-product kernels on 16-bit weights: a call of one sequence re-decodes the
+    token before it with it (the sequential path's numbers), while the last live sequence of a round of several
+    (whose text depends on its batches anyway) decodes its steps alone, at half the work."""
+    monkeypatch.setenv(cpu.WEIGHTS_ENV, "bf16")
+
+    async def go(lengths: list[int]):
+        b = backend("batched")
+        return await asyncio.gather(*(b.sample(ASK, SamplingParams(n=1, temperature=0.9, max_tokens=m, seed=i))
+                                      for i, m in enumerate(lengths)))
+
+    asyncio.run(go([2, 9]))
+    steps = [ids for ids in batches.order if len(ids) <= 2]  # the decode steps (the prompt is one long batch)
+    assert steps.count([0, 1]) >= 1 and steps.count([0]) >= 6, steps  # the longer call ran on alone, one token
+    assert [0, 0] not in steps
+    batches.order.clear()
+    ((alone,),) = asyncio.run(go([6]))
+    steps = [ids for ids in batches.order if len(ids) <= 2]
+    assert steps == [[0, 0]] * 5, steps  # each generated token with the one before it
+    assert alone.usage.completion_tokens == 6
+
+
 def test_max_tokens_is_reported_as_length(batches):
     out = asyncio.run(backend("batched").sample(ASK, SamplingParams(n=2, temperature=0.5, max_tokens=3, seed=1)))
     assert [c.finish_reason for c in out] == ["length", "length"]
@@ -171,9 +194,10 @@ def test_the_sequential_setting_decodes_one_sequence_at_a_time(batches, monkeypa
 
 
 @pytest.mark.parametrize("weights", ["bf16", "f16", "original"])
-def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkeypatch, own_models, weights):
+def test_every_weight_format_runs_without_flash_attention_on_both_engines(batches, monkeypatch, own_models, weights):
     """Every llama.cpp context the model makes (the sequential engine's and the batched one's) has flash attention
-    on for the 16-bit weights and off for the shipped Q4_1 (bestofn.backends.local.llama_options)."""
+    off, whatever the weights (bestofn.backends.local.llama_options: it slows decoding after judge-length
+    prompts), and the call cache's variant is the format alone."""
     import llama_cpp.llama_cpp as c
 
     monkeypatch.setenv(cpu.WEIGHTS_ENV, weights)
@@ -187,9 +211,9 @@ def test_16_bit_weights_run_with_flash_attention_on_both_engines(batches, monkey
     for engine in ("sequential", "batched"):  # a model of its own (own_models), loaded here
         b = backend(engine)
         asyncio.run(b.sample(ASK, SamplingParams(n=2, temperature=0.9, max_tokens=3, seed=0)))
-    assert b.weights == weights and b.variant == (None if weights == "original" else f"{weights}+fa")
-    on = c.LLAMA_FLASH_ATTN_TYPE_ENABLED if weights != "original" else c.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    assert made == [on, on]  # the model's own context, then the batched engine's
+    assert b.weights == weights and b.variant == (None if weights == "original" else weights)
+    off = c.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    assert made == [off, off]  # the model's own context, then the batched engine's
 
 
 def test_every_model_decodes_on_the_one_worker_thread(monkeypatch):

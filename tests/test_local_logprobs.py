@@ -15,8 +15,8 @@ SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "requi
 
 async def test_top_logprobs_are_llama_cpp_pythons_logits_all_ones(local_backend):
     # The prompt evaluated whole, as the reference does: after other calls, the model's cached common prefix is
-    # kept and only the rest is evaluated, in batches whose sums round otherwise (by up to 0.04 in a logprob with
-    # flash attention, measured after the compact and consensus tests' calls)
+    # kept and only the rest is evaluated, in batches whose sums round otherwise (by up to 0.04 in a logprob, measured
+    # with flash attention on, after the compact and consensus tests' calls)
     (await local_backend._loaded())[0].reset()
     (mine,) = await local_backend.sample(PROMPT, SamplingParams(max_tokens=16, temperature=0, top_logprobs=4,
                                                                 json_schema=SCHEMA))

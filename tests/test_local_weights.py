@@ -57,7 +57,7 @@ def test_the_weights_follow_the_simulated_host_and_the_override(tmp_path, monkey
     assert kind == expected and reason.startswith(expected if env in (None, "auto") else cpu.WEIGHTS_ENV)
     backend = local.LocalBackend() if embedded else None
     if backend is not None:  # the choice reported is the one the backend makes, and its call cache key says it
-        assert (backend.weights, backend.variant) == (expected, None if expected == "original" else f"{expected}+fa")
+        assert (backend.weights, backend.variant) == (expected, None if expected == "original" else expected)
 
 
 def test_a_bad_override_is_an_error_naming_the_variable(monkeypatch):
@@ -83,8 +83,8 @@ def test_the_call_cache_keys_on_the_weights_and_old_keys_stay():
             self.variant = variant
 
     params = SamplingParams(max_tokens=4, seed=0)
-    keys = {v: call_key(Fake(v), SKY, params, 0) for v in (None, "f16", "bf16", "bf16+fa")}
-    assert len(set(keys.values())) == 4
+    keys = {v: call_key(Fake(v), SKY, params, 0) for v in (None, "f16", "bf16")}
+    assert len(set(keys.values())) == 3
     # the shipped weights keep the keys made before the variant existed
     from bestofn.backends.cache import FORMAT
     from bestofn.records import sha256_hex

@@ -14,12 +14,12 @@ the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers`
 The embedded model's weights are dequantized once to f16 or bf16 where the CPU computes those well
 (`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
 batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
-records the format loaded, `weights_reason` why. The 16-bit weights also run with llama.cpp's flash attention
-(`llama_options`): batched sequences and prompts decode 14-17% faster with it on a 2-core AMD EPYC; on a 2-core
-Intel Sapphire Rapids prompts up to 12% faster and 4 sequences within 4% (bench/bench_local.py's kernel table), and
-the logits do not measurably change (KL to an f32 reference 0.00011 nats a token with it, 0.00012 without, bf16);
-it changes which texts a seed gives, so the backend's `variant` (a key of the call cache) names it with the
-format: "bf16+fa".
+records the format loaded, `weights_reason` why; its `variant` (a key of the call cache) is the format. Flash attention stays off (`llama_options`): llama.cpp's CPU
+kernel for it evaluates prompts faster (2-core Intel Sapphire Rapids, bf16: a 300-token suffix after a 250-token
+prefix 610 against 505 tokens/s) but decodes slower the longer the context, and a judge's verdict decodes after a
+400-600-token prompt: there 16 sequences took 139 ms a step with it and 89 without, 4 sequences 52 and 38. On the
+README's `bestofn run -n 4` it cost 2.3 s of 9.2 in generation and 0.8 s of 15.2 in judging (bench/bench_local.py's
+kernel table decodes after short and judge-length prompts, with and without it).
 
 Top logprobs come from the one model instance, without `logits_all` (which makes llama.cpp compute, and
 llama-cpp-python copy, the logits of every prompt token, and refuses `logprobs` otherwise): as each token is
@@ -194,9 +194,9 @@ def llama_class() -> type:
 
 
 def llama_options(sixteen_bit: bool) -> dict[str, Any]:
-    """How a model loads by its weights' format: 16-bit weights with flash attention and no one-token batches
-    (see the Llama class's `eval`); Q4_1 and other given files as llama-cpp-python loads them."""
-    return {"min_batch": 2, "flash_attn": True} if sixteen_bit else {"min_batch": 1, "flash_attn": False}
+    """How a model loads by its weights' format: 16-bit weights with no one-token batches (see the Llama class's
+    `eval`); every format without flash attention (the module docstring says why)."""
+    return {"min_batch": 2 if sixteen_bit else 1, "flash_attn": False}
 
 
 def _load(path: Path, extra_buffers: bool | None = None, sixteen_bit: bool = False) -> tuple[Any, ThreadPoolExecutor]:
@@ -241,7 +241,7 @@ class LocalBackend(Backend):
         self.extra_buffers, self.extra_buffers_reason = extra_buffers_choice()
         #: "original", "f16" or "bf16": the weights loaded, and why (see bestofn.backends.cpu.weights_choice)
         self.weights, self.weights_reason = weights_choice(embedded=not model)
-        self.variant = None if self.weights == "original" else f"{self.weights}+fa"
+        self.variant = None if self.weights == "original" else self.weights
         #: why the chosen conversion could not be made (the model then loads as given), once loaded
         self.weights_failed: str | None = None
         #: the file loaded (`path`, or its converted weights), once loaded

@@ -25,13 +25,13 @@ Numerics: each sequence's KV cells are contiguous in a stream of its own, as on 
 shipped Q4_1 weights llama.cpp computes one token and a batch with the same kernels, so a sequence's logits are
 the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py compares them;
 tests/test_local_batched.py asserts it). On the 16-bit weights (bestofn.backends.cpu.weights_choice) a batch of
-two or more tokens takes llama.cpp's matrix kernels and a lone token its dot products, whose sums round apart: a
-lone token is decoded with the token before it in its sequence (that cell made again), as the sequential path's
-`eval` does, so that a sequence alone gives the sequential path's text; sequences decoded together give their
-own, which depend on the calls they share batches with. Flash attention (on for the 16-bit weights, in both
-engines alike: bestofn.backends.local.llama_options) moves the logits of a prompt's last token by up to 0.77
-against it off; one KV cache shared by all sequences (their cells interleaved) changed all four of four sampled
-texts, and is not used. Greedy decoding under a grammar (the judges' verdicts)
+two or more tokens takes llama.cpp's matrix kernels and a lone token its dot products, whose sums round apart: in
+a round of one sequence, a lone token is decoded with the token before it (that cell made again), as the
+sequential path's `eval` does, so that a sequence alone gives the sequential path's text; sequences decoded
+together give their own, which depend on the calls they share batches with, so a round of several decodes the
+lone steps of its last sequence as they are (half the work: 15 against 24 ms a step on bf16 here, 2.8 s of the
+README run's 25 s). One KV cache shared by all sequences (their cells interleaved) changed all four of four
+sampled texts, and is not used. Greedy decoding under a grammar (the judges' verdicts)
 takes the most likely token when the grammar accepts it and applies the grammar to the whole vocabulary only
 when it does not: the same token, without the grammar's pass over 49k tokens at every step (as costly as the
 step's decode).
@@ -213,13 +213,14 @@ class BatchEngine:
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> int:
         """One llama_decode of (token, position, sequence, logits wanted) items. Returns by how much their batch
-        indices moved: with the model's `min_batch` 2 (16-bit weights), a lone token is decoded with the token
-        before it in its sequence (that cell made again), as the sequential path's `eval` does: every decode
-        then takes llama.cpp's matrix kernels, and a sequence's numbers do not depend on its batch."""
+        indices moved: with the model's `min_batch` 2 (16-bit weights), in a round of one sequence, a lone token
+        is decoded with the token before it in its sequence (that cell made again), as the sequential path's
+        `eval` does: every decode then takes llama.cpp's matrix kernels, and the sequence's numbers are the
+        sequential path's. A round of several sequences depends on its batches anyway (module docstring)."""
         import llama_cpp.llama_cpp as C
 
         shift = 0
-        if len(items) == 1 and self.llama.min_batch > 1 and items[0][1] > 0:
+        if len(items) == 1 and self.llama.min_batch > 1 and items[0][1] > 0 and len(self._seqs) == 1:
             token, pos, seq, _ = items[0]
             owner = self._seqs[seq]
             before = owner.prompt[pos - 1] if pos - 1 < len(owner.prompt) else owner.tokens[pos - 1 - len(owner.prompt)]
