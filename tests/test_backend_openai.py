@@ -206,3 +206,27 @@ async def test_real_openai_n_schema_logprobs():
     out = await b.sample(MSGS, SamplingParams(n=2, max_tokens=64, json_schema=Verdict.model_json_schema(), top_logprobs=1))
     assert len(out) == 2 and all(1 <= Verdict.model_validate_json(c.text).score <= 10 for c in out)
     assert out[0].logprobs and out[0].usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("kind", ["plain", "schema", "logprobs"])
+async def test_requests_are_what_the_sdks_create_sends(loopback, kind):
+    """The backend posts its own JSON body through the SDK's request path (OpenAIChat.create: no typed transform
+    of the params): the same path, JSON body and auth as `chat.completions.create` with the same arguments."""
+    params = {"plain": SamplingParams(n=2, seed=3, temperature=0.5, max_tokens=32),
+              "schema": SamplingParams(json_schema=Verdict.model_json_schema() | {"additionalProperties": False}),
+              "logprobs": SamplingParams(top_logprobs=2)}[kind]
+    await backend(loopback).sample(MSGS, params)
+    from bestofn.backends._openai_wire import json_schema_format
+
+    sdk = openai.AsyncOpenAI(base_url=loopback.base_url, api_key="sk-test", max_retries=0)
+    extra = {"response_format": json_schema_format(params.json_schema)} if params.json_schema else {}
+    extra |= {"logprobs": True, "top_logprobs": 2} if params.top_logprobs else {}
+    await sdk.chat.completions.create(model="gpt-4o-mini", messages=[m.model_dump() for m in MSGS],
+                                      temperature=params.temperature, max_tokens=params.max_tokens, seed=params.seed,
+                                      **({"n": params.n} if params.n != 1 else {}), **extra)
+    await sdk.close()
+    ours, theirs = loopback.chat_requests()
+    assert (ours.method, ours.path, ours.body) == (theirs.method, theirs.path, theirs.body)
+    for header in ("authorization", "content-type", "accept"):
+        assert ours.headers.get(header) == theirs.headers.get(header), header
+    assert ours.headers["authorization"] == "Bearer sk-test"

@@ -10,6 +10,7 @@ honoured) are the one retry loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -95,9 +96,11 @@ def json_object_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_object", "schema": schema}
 
 
-def request_kwargs(model: str, messages: list[Message], params: SamplingParams, *, n: int, seed: int | None,
-                   response_format: dict[str, Any] | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
+def request_body(model: str, messages: list[Message], params: SamplingParams, *, n: int, seed: int | None,
+                 response_format: dict[str, Any] | None) -> dict[str, Any]:
+    """A Chat Completions request's JSON body, as `chat.completions.create` would send it for these arguments
+    (OpenAIChat.create posts it as is: see there)."""
+    body: dict[str, Any] = {
         "model": model,
         "messages": [m.model_dump() for m in messages],
         "temperature": params.temperature,
@@ -105,16 +108,13 @@ def request_kwargs(model: str, messages: list[Message], params: SamplingParams, 
         "seed": seed,
     }
     if n != 1:
-        kwargs["n"] = n
+        body["n"] = n
     if response_format is not None:
-        # sent as is: the SDK's typed transform of request params walks every node of a JSON schema for nothing
-        # (0.06-0.3 ms per call on this 2-core machine, a judge call's whole SDK cost being ~0.8 ms);
-        # `extra_body` is merged into the request's JSON unchanged
-        kwargs["extra_body"] = {"response_format": response_format}
+        body["response_format"] = response_format
     if params.top_logprobs is not None:
-        kwargs["logprobs"] = True
-        kwargs["top_logprobs"] = params.top_logprobs
-    return kwargs
+        body["logprobs"] = True
+        body["top_logprobs"] = params.top_logprobs
+    return body
 
 
 def _logprobs(choice: Any) -> list[TokenLogprob] | None:
@@ -183,13 +183,22 @@ class OpenAIChat:
     async def client(self) -> Any:
         return self._client if self._own is None else await self._own.get()
 
-    async def create(self, kwargs: dict[str, Any], *, max_retries: int | None = None) -> list[Completion]:
+    async def create(self, body: dict[str, Any], *, max_retries: int | None = None) -> list[Completion]:
+        """POST `body` (request_body) to /chat/completions with the SDK's own request path, the one
+        `chat.completions.create` ends in (its auth, retries, errors and typed ChatCompletion), without that
+        method's typed transform of the params: it walks every message through every member of the SDK's
+        message-param union, 0.33 ms of the ~1.5 ms of CPU the SDK takes for a whole judge call on a 2-core
+        machine, while the body is plain JSON already (bench/bench_build.py: the build's client is CPU-bound;
+        tests/test_backend_openai.py checks that the requests are the same)."""
         import openai
+        from openai.types.chat import ChatCompletion
 
         client = await self.client()
         is_async = isinstance(client, openai.AsyncOpenAI)
         if max_retries is not None:
             client = client.with_options(max_retries=max_retries)
+        post = functools.partial(client.post, "/chat/completions", body=body, cast_to=ChatCompletion,
+                                 options={"security": {"bearer_auth": True}})  # create's own auth: the API key
         # Let the other calls that became ready with this one (a candidate's judges, a round's matches) build their
         # requests first, so that the SDK sends them back to back: measured ~5% less wall time for a best-of-16
         # (bench/bench_backends.py) than interleaving prompt rendering with the SDK's sends.
@@ -197,10 +206,7 @@ class OpenAIChat:
         async with self.limits:
             started = time.perf_counter()
             try:
-                if is_async:
-                    response = await client.chat.completions.create(**kwargs)
-                else:
-                    response = await asyncio.to_thread(client.chat.completions.create, **kwargs)
+                response = await post() if is_async else await asyncio.to_thread(post)
             except openai.OpenAIError as exc:
                 raise typed_error(exc, self.backend, self.model) from exc
             except ValueError as exc:  # a body cut short or not JSON (json/pydantic errors), or text no codec takes

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Unpack
 
-from bestofn.backends._openai_wire import OpenAIChat, json_schema_format, make_client, request_kwargs
+from bestofn.backends._openai_wire import OpenAIChat, json_schema_format, make_client, request_body
 from bestofn.backends.base import Completion, SamplingParams
 from bestofn.backends.limits import RemoteBackend, RemoteSettings
 from bestofn.errors import BackendError, ConfigError
@@ -35,8 +35,8 @@ class OpenAIBackend(RemoteBackend):
 
     async def sample(self, messages: list[Message], params: SamplingParams) -> list[Completion]:
         fmt = json_schema_format(params.json_schema) if params.json_schema is not None else None
-        kwargs = request_kwargs(self.model, messages, params, n=params.n, seed=params.seed, response_format=fmt)
-        completions = await self.chat.create(kwargs)
+        body = request_body(self.model, messages, params, n=params.n, seed=params.seed, response_format=fmt)
+        completions = await self.chat.create(body)
         if len(completions) != params.n:
             raise BackendError(self.spec, f"asked for n={params.n} choices, got {len(completions)}")
         return completions

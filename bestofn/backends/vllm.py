@@ -34,7 +34,7 @@ from bestofn.backends._openai_wire import (
     import_openai,
     json_object_format,
     json_schema_format,
-    request_kwargs,
+    request_body,
 )
 from bestofn.backends.base import Completion, SamplingParams
 from bestofn.backends.limits import Limits, RemoteBackend, RemoteSettings, collect, fan_out
@@ -169,13 +169,13 @@ class VLLMServerBackend(RemoteBackend):
     async def _request(self, messages: list[Message], params: SamplingParams, *, n: int, seed: int) -> list[Completion]:
         schema = params.json_schema
         if schema is None:
-            return await self.chat.create(request_kwargs(self.model, messages, params, n=n, seed=seed, response_format=None))
+            return await self.chat.create(request_body(self.model, messages, params, n=n, seed=seed, response_format=None))
         if self._json is not None:
             fmt = json_schema_format(schema) if self._json == "json_schema" else json_object_format(schema)
-            return await self.chat.create(request_kwargs(self.model, messages, params, n=n, seed=seed, response_format=fmt))
+            return await self.chat.create(request_body(self.model, messages, params, n=n, seed=seed, response_format=fmt))
         # Not known yet: try the standard json_schema once without retries; a server that rejects it gets
         # JSON mode with a schema; if that fails too, json_schema again with the full retry budget.
-        standard = request_kwargs(self.model, messages, params, n=n, seed=seed, response_format=json_schema_format(schema))
+        standard = request_body(self.model, messages, params, n=n, seed=seed, response_format=json_schema_format(schema))
         try:
             out = await self.chat.create(standard, max_retries=0)
             self._json = "json_schema"
@@ -183,7 +183,7 @@ class VLLMServerBackend(RemoteBackend):
         except BackendError as exc:
             if _status(exc) not in FALLBACK_STATUSES:
                 raise
-        fallback = request_kwargs(self.model, messages, params, n=n, seed=seed, response_format=json_object_format(schema))
+        fallback = request_body(self.model, messages, params, n=n, seed=seed, response_format=json_object_format(schema))
         try:
             out = await self.chat.create(fallback)
             self._json = "json_object"
