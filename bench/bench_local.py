@@ -2,8 +2,8 @@
 shipped Q4_1 weights), the batched engine (bestofn.backends.local_batch) on the same weights, and the default
 (the batched engine on the weights `BESTOFN_LOCAL_WEIGHTS=auto` picks for this CPU: bestofn.backends.cpu).
 
-0. Kernels: llama.cpp's raw speed per weight format (Q4_1 as shipped, f16, bf16; the 16-bit ones also with flash
-   attention): prompt tokens/s and the tokens/s of 1, 4 and 16 sequences decoding together, at 1 and 2 threads,
+0. Kernels: llama.cpp's raw speed per weight format (Q4_1 as shipped, f16, bf16, Q8_0; the converted ones also
+   with flash attention): prompt tokens/s and the tokens/s of 1, 4 and 16 sequences decoding together, at 1 and 2 threads,
    after a generation's short prompt (70 tokens) and a judge call's (500).
 
 1. Generation: `-n 4` samples of "Why is the sky blue?" (temperature 0.8, `--max-tokens`), tokens per second.
@@ -67,12 +67,12 @@ def kernels() -> list[tuple[str, int, int, int, float, float]]:
     from bestofn.backends.local_weights import prepare
 
     rows = []
-    for kind in ("original", "f16", "bf16"):
+    for kind in ("original", "f16", "bf16", "q8_0"):
         path, failed = prepare(default_model_path(), kind)
         if failed:
             print(f"  {kind}: {failed}")
             continue
-        llama, worker = _load(path, sixteen_bit=kind != "original")
+        llama, worker = _load(path, matrix_kernels=kind != "original")
         # on the models' worker thread, as every decode of the backend: llama.cpp's OpenMP threads belong to the
         # thread that starts them, and a second team (this one's) would slow the later figures (local._worker)
         rows.extend(worker.submit(_kernel_rows, llama, kind).result())
@@ -93,8 +93,8 @@ def _kernel_rows(llama, kind: str) -> list[tuple[str, int, int, int, float, floa
     rows = []
     text = llama.tokenize(b"Why is the sky blue? Explain it in detail, with the physics of light. " * 40)
     batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
-    # the backend loads every format without flash attention (bestofn.backends.local.llama_options): 16-bit
-    # weights with and without it
+    # the backend loads every format without flash attention (bestofn.backends.local.llama_options): the
+    # converted weights with and without it
     for flash, (threads, n_seqs, length) in itertools.product((False, True) if kind != "original" else (False,),
                                                               KERNEL_SHAPES):
         prompt = text[:length]

@@ -98,7 +98,7 @@ def test_the_override_is_on_or_off_and_nothing_else(monkeypatch):
 def test_cpu_flags_come_from_the_first_processor(tmp_path):
     flags = cpu.cpu_flags(cpuinfo(tmp_path, AMX))
     assert cpu.has_amx(flags) and cpu.features(flags) == {"amx": True, "avx512": True, "avx2": True,
-                                                              "bf16": False, "f16": False}
+                                                              "int8": False, "bf16": False, "f16": False}
     assert cpu.features(cpu.cpu_flags(cpuinfo(tmp_path, NO_AMX)))["amx"] is False
     assert cpu.cpu_flags(tmp_path / "missing") == frozenset()
 

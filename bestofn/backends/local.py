@@ -11,7 +11,7 @@ them (llama-cpp-python's defaults), lowered before each decode to the cores othe
 generated 8-19% more tokens per second than 1). Models load with or without llama.cpp's
 "extra buffer types" (weight repacking) as `bestofn.backends.cpu.extra_buffers_choice()` says: without them where
 the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers` attribute records the choice.
-The embedded model's weights are dequantized once to f16 or bf16 where the CPU computes those well
+The embedded model's weights are converted once to Q8_0, bf16 or f16 where the CPU computes those well
 (`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
 batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
 records the format loaded, `weights_reason` why; its `variant` (a key of the call cache) is the format. Flash attention stays off (`llama_options`): llama.cpp's CPU
@@ -53,7 +53,7 @@ from bestofn.records import Message, Usage
 N_CTX = 8192
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-#: (resolved path, extra buffers, 16-bit weights) -> (Llama, the worker thread)
+#: (resolved path, extra buffers, converted weights with matrix kernels) -> (Llama, the worker thread)
 _models: dict[tuple[str, bool, bool], tuple[Any, ThreadPoolExecutor]] = {}
 _models_lock = threading.Lock()
 #: The one thread every loaded model's calls run on. Each decode already uses every free core, and llama.cpp's
@@ -153,7 +153,7 @@ def llama_class() -> type:
         def eval(self, tokens: Any) -> None:
             """llama-cpp-python's eval; with `min_batch` 2, a batch that would hold one token (a generated token,
             the last of a prompt whose prefix is cached) evaluates the token before it again with it: with
-            16-bit weights llama.cpp computes one token with its dot-product kernels and two or more with its
+            converted weights llama.cpp computes one token with its dot-product kernels and two or more with its
             matrix kernels, whose sums round apart, and every decode of two or more tokens gives the same
             numbers whatever the batch: the same seed, the same text, whatever was cached before."""
             self.fit_threads()
@@ -193,13 +193,14 @@ def llama_class() -> type:
     return Llama
 
 
-def llama_options(sixteen_bit: bool) -> dict[str, Any]:
-    """How a model loads by its weights' format: 16-bit weights with no one-token batches (see the Llama class's
-    `eval`); every format without flash attention (the module docstring says why)."""
-    return {"min_batch": 2 if sixteen_bit else 1, "flash_attn": False}
+def llama_options(matrix_kernels: bool) -> dict[str, Any]:
+    """How a model loads by its weights' format: the converted ones (f16, bf16, Q8_0: llama.cpp computes their
+    batches with matrix kernels and a lone token with dot products) with no one-token batches (see the Llama
+    class's `eval`); every format without flash attention (the module docstring says why)."""
+    return {"min_batch": 2 if matrix_kernels else 1, "flash_attn": False}
 
 
-def _load(path: Path, extra_buffers: bool | None = None, sixteen_bit: bool = False) -> tuple[Any, ThreadPoolExecutor]:
+def _load(path: Path, extra_buffers: bool | None = None, matrix_kernels: bool = False) -> tuple[Any, ThreadPoolExecutor]:
     """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`) and with the
     options of its weights' format (`llama_options`), and the worker thread its calls run on (`_worker`). One
     instance serves plain and logprob calls (see the module docstring)."""
@@ -208,13 +209,13 @@ def _load(path: Path, extra_buffers: bool | None = None, sixteen_bit: bool = Fal
         extra_buffers = extra_buffers_choice()[0]
     path_key = str(path.resolve())
     with _models_lock:
-        key = (path_key, extra_buffers, sixteen_bit)
+        key = (path_key, extra_buffers, matrix_kernels)
         if key not in _models:
             fixed = _threads()
             # counted from before the load, so that the first decode already knows the other processes' use
             threads = None if fixed else Threads()
             llama = llama_class()(model_path=path_key, n_ctx=N_CTX, verbose=False, use_extra_bufts=extra_buffers,
-                                  **llama_options(sixteen_bit), **fixed)
+                                  **llama_options(matrix_kernels), **fixed)
             if threads is not None:  # at most llama-cpp-python's defaults (half the cores, all of them)
                 llama.threads = threads.limited_to(llama.n_threads, llama.n_threads_batch)
             if _worker is None:
@@ -239,7 +240,7 @@ class LocalBackend(Backend):
         self.name = self.path.name
         #: whether models load with llama.cpp's extra buffer types, and why (see bestofn.backends.cpu)
         self.extra_buffers, self.extra_buffers_reason = extra_buffers_choice()
-        #: "original", "f16" or "bf16": the weights loaded, and why (see bestofn.backends.cpu.weights_choice)
+        #: "original", "f16", "bf16" or "q8_0": the weights loaded, and why (see bestofn.backends.cpu.weights_choice)
         self.weights, self.weights_reason = weights_choice(embedded=not model)
         self.variant = None if self.weights == "original" else self.weights
         #: why the chosen conversion could not be made (the model then loads as given), once loaded
@@ -262,7 +263,7 @@ class LocalBackend(Backend):
                 self.weights_failed = failed
             self.loaded_path = path
             self._llama, self._executor = _load(path, extra_buffers=self.extra_buffers,
-                                                sixteen_bit=self.weights != "original")
+                                                matrix_kernels=self.weights != "original")
         assert self._executor is not None
         return self._llama, self._executor
 

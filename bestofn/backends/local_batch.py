@@ -24,7 +24,7 @@ llama.cpp context on the shared model: one KV stream per sequence.
 Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path. On the
 shipped Q4_1 weights llama.cpp computes one token and a batch with the same kernels, so a sequence's logits are
 the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py compares them;
-tests/test_local_batched.py asserts it). On the 16-bit weights (bestofn.backends.cpu.weights_choice) a batch of
+tests/test_local_batched.py asserts it). On the converted weights (Q8_0, bf16, f16: bestofn.backends.cpu.weights_choice) a batch of
 two or more tokens takes llama.cpp's matrix kernels and a lone token its dot products, whose sums round apart: in
 a round of one sequence, a lone token is decoded with the token before it (that cell made again), as the
 sequential path's `eval` does, so that a sequence alone gives the sequential path's text; sequences decoded
@@ -213,7 +213,7 @@ class BatchEngine:
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> int:
         """One llama_decode of (token, position, sequence, logits wanted) items. Returns by how much their batch
-        indices moved: with the model's `min_batch` 2 (16-bit weights), in a round of one sequence, a lone token
+        indices moved: with the model's `min_batch` 2 (converted weights), in a round of one sequence, a lone token
         is decoded with the token before it in its sequence (that cell made again), as the sequential path's
         `eval` does: every decode then takes llama.cpp's matrix kernels, and the sequence's numbers are the
         sequential path's. A round of several sequences depends on its batches anyway (module docstring)."""

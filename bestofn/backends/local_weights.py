@@ -1,5 +1,6 @@
 """A local model's weights in the format `bestofn.backends.cpu.weights_choice()` picks: the GGUF as given, or the
-same weights dequantized to f16 or bf16 by llama.cpp's own converter (`llama_model_quantize`), once per file and
+same weights dequantized to f16 or bf16, or requantized to Q8_0, by llama.cpp's own converter
+(`llama_model_quantize`), once per file and
 format, into BESTOFN_WEIGHTS_DIR (default: `weights/` in the cache folder, BESTOFN_CACHE_DIR or the user
 cache). The file is written under a
 temporary name and renamed into place, so that processes converting at the same time (Ray actors, test workers)
@@ -44,7 +45,7 @@ def converted_path(source: Path, kind: str, folder: Path | None = None) -> Path:
 
 
 def prepare(source: Path, kind: str, folder: Path | None = None) -> tuple[Path, str | None]:
-    """(the file to load, None) for `kind` "original", or once `source` is converted to "f16"/"bf16"; (source,
+    """(the file to load, None) for `kind` "original", or once `source` is converted to "f16"/"bf16"/"q8_0"; (source,
     why not) where the conversion failed."""
     if kind == "original":
         return source, None
@@ -53,7 +54,7 @@ def prepare(source: Path, kind: str, folder: Path | None = None) -> tuple[Path, 
         return target, None
     import llama_cpp.llama_cpp as C
 
-    ftype = {"f16": C.LLAMA_FTYPE_MOSTLY_F16, "bf16": C.LLAMA_FTYPE_MOSTLY_BF16}[kind]
+    ftype = {"f16": C.LLAMA_FTYPE_MOSTLY_F16, "bf16": C.LLAMA_FTYPE_MOSTLY_BF16, "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0}[kind]
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with _lock:
         if target.is_file():  # converted by another thread while this one waited
