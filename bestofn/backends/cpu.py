@@ -24,8 +24,8 @@ weights requantized to Q8_0 (8-bit integers, a scale per 32; llama.cpp's convert
 kernels, at half bf16's bytes: on a 2-core Intel Sapphire Rapids (avx512_vnni and avx512_bf16; 2 threads) Q8_0
 evaluates prompts as fast as bf16 (598-609 against 571-616 tokens/s; Q4_1 348-365) and decodes faster (4
 sequences 193 against 140 tokens/s, 16 after a 500-token prompt 224 against 190; Q4_1 205 and 185), and the
-README's `bestofn run -n 4` took 17.3-17.9 s against 21.1-21.4 s on bf16 (generation 4.8 against 6.8 s, judging
-12.2 against 14.1; three runs each, interleaved). Its logits differ from Q4_1's by a KL divergence of 0.007 nats
+README's best-of-4 (`aselect`, in one process) took 17.3-17.9 s against 21.1-21.4 s on bf16 (generation 4.8
+against 6.8 s, judging 12.2 against 14.1; three runs each, interleaved). Its logits differ from Q4_1's by a KL divergence of 0.007 nats
 per token (bf16: 0.0045; the same greedy token at 113 and 114 of 118 positions of three prompts); requantizing to
 Q4_0 instead costs 0.41 nats and is not offered. So the embedded model is converted once (its file in the cache
 folder: bestofn.backends.local_weights) to Q8_0 where the CPU has int8 dot products (VNNI: `avx512_vnni` or

@@ -14,12 +14,13 @@ the CPU reports AMX, whose llama.cpp path crashes; the backend's `extra_buffers`
 The embedded model's weights are converted once to Q8_0, bf16 or f16 where the CPU computes those well
 (`bestofn.backends.cpu.weights_choice()`, bestofn.backends.local_weights): llama.cpp then evaluates prompts and
 batched sequences with its matrix kernels, which Q4_1 has none of on x86. The backend's `weights` attribute
-records the format loaded, `weights_reason` why; its `variant` (a key of the call cache) is the format. Flash attention stays off (`llama_options`): llama.cpp's CPU
-kernel for it evaluates prompts faster (2-core Intel Sapphire Rapids, bf16: a 300-token suffix after a 250-token
-prefix 610 against 505 tokens/s) but decodes slower the longer the context, and a judge's verdict decodes after a
-400-600-token prompt: there 16 sequences took 139 ms a step with it and 89 without, 4 sequences 52 and 38. On the
-README's `bestofn run -n 4` it cost 2.3 s of 9.2 in generation and 0.8 s of 15.2 in judging (bench/bench_local.py's
-kernel table decodes after short and judge-length prompts, with and without it).
+records the format loaded, `weights_reason` why; its `variant` (a key of the call cache) is the format.
+Flash attention stays off (`llama_options`): llama.cpp's CPU kernel for it evaluates prompts faster (2-core Intel
+Sapphire Rapids, bf16: a 300-token suffix after a 250-token prefix 610 against 505 tokens/s) but decodes slower the
+longer the context, and a judge's verdict decodes after a 400-600-token prompt: there 16 sequences took 139 ms a
+step with it and 89 without, 4 sequences 52 and 38. On the README's best-of-4 on bf16 it cost 2.3 s of 9.2 in
+generation and 0.8 s of 15.2 in judging; Q8_0 alike (16 sequences 129 against 220 tokens/s after a 500-token prompt;
+bench/bench_local.py's kernel table decodes after short and judge-length prompts, with and without it).
 
 Top logprobs come from the one model instance, without `logits_all` (which makes llama.cpp compute, and
 llama-cpp-python copy, the logits of every prompt token, and refuses `logprobs` otherwise): as each token is
