@@ -3,8 +3,8 @@ shipped Q4_1 weights), the batched engine (bestofn.backends.local_batch) on the 
 (the batched engine on the weights `BESTOFN_LOCAL_WEIGHTS=auto` picks for this CPU: bestofn.backends.cpu).
 
 0. Kernels: llama.cpp's raw speed per weight format (Q4_1 as shipped, f16, bf16, Q8_0; the converted ones also
-   with flash attention): prompt tokens/s and the tokens/s of 1, 4 and 16 sequences decoding together, at 1 and 2 threads,
-   after a generation's short prompt (70 tokens) and a judge call's (500).
+   with flash attention): prompt tokens/s and the tokens/s of 1, 4 and 16 sequences decoding together, at 1 and 2
+   threads, after a generation's short prompt (70 tokens) and a judge call's (500).
 
 1. Generation: `-n 4` samples of "Why is the sky blue?" (temperature 0.8, `--max-tokens`), tokens per second.
 2. Judging: the default panel's 16 judge calls of a best-of-4 (`judge_all` on the four sequential samples, the

@@ -208,14 +208,17 @@ async def test_real_openai_n_schema_logprobs():
     assert out[0].logprobs and out[0].usage.prompt_tokens > 0
 
 
+@pytest.mark.parametrize("client", ["async", "sync"])
 @pytest.mark.parametrize("kind", ["plain", "schema", "logprobs"])
-async def test_requests_are_what_the_sdks_create_sends(loopback, kind):
+async def test_requests_are_what_the_sdks_create_sends(loopback, kind, client):
     """The backend posts its own JSON body through the SDK's request path (OpenAIChat.create: no typed transform
-    of the params): the same path, JSON body and auth as `chat.completions.create` with the same arguments."""
+    of the params), on its own async client or a caller's sync one (in a worker thread): the same path, JSON body
+    and auth as `chat.completions.create` with the same arguments."""
     params = {"plain": SamplingParams(n=2, seed=3, temperature=0.5, max_tokens=32),
               "schema": SamplingParams(json_schema=Verdict.model_json_schema() | {"additionalProperties": False}),
               "logprobs": SamplingParams(top_logprobs=2)}[kind]
-    await backend(loopback).sample(MSGS, params)
+    given = openai.OpenAI(base_url=loopback.base_url, api_key="sk-test", max_retries=0) if client == "sync" else None
+    await (OpenAIBackend("gpt-4o-mini", client=given) if given else backend(loopback)).sample(MSGS, params)
     from bestofn.backends._openai_wire import json_schema_format
 
     sdk = openai.AsyncOpenAI(base_url=loopback.base_url, api_key="sk-test", max_retries=0)
@@ -230,3 +233,18 @@ async def test_requests_are_what_the_sdks_create_sends(loopback, kind):
     for header in ("authorization", "content-type", "accept"):
         assert ours.headers.get(header) == theirs.headers.get(header), header
     assert ours.headers["authorization"] == "Bearer sk-test"
+
+
+async def test_an_admin_key_is_never_sent_where_create_would_not_send_it(loopback, monkeypatch):
+    """`create` authenticates a chat call with the API key alone: a client holding only an admin key refuses the
+    call before sending it, and so does the backend's post (its `security` option is create's)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def admin_only() -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=loopback.base_url, api_key=None, admin_api_key="sk-admin", max_retries=0)
+
+    with pytest.raises(TypeError, match="Could not resolve authentication"):
+        await admin_only().chat.completions.create(model="gpt-4o-mini", messages=[m.model_dump() for m in MSGS])
+    with pytest.raises(TypeError, match="Could not resolve authentication"):
+        await OpenAIBackend("gpt-4o-mini", client=admin_only()).sample(MSGS, SamplingParams())
+    assert loopback.chat_requests() == []

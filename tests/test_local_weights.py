@@ -1,9 +1,9 @@
 """The embedded model's weights: converted once to Q8_0, bf16 or f16 where the CPU computes those well, kept as
 shipped elsewhere (bestofn.backends.cpu.weights_choice, bestofn.backends.local_weights).
 
-Hosts are simulated with cpuinfo files (x86 with AVX-512 VNNI and bf16, with AVX-VNNI only, with bf16 but no
-VNNI, with f16c only, ARM with fp16, no flags); the conversion is llama.cpp's own, run on the real SmolLM2 file; the converted model is loaded and
-generates."""
+Hosts are simulated with cpuinfo files (x86 with AVX-512 VNNI and bf16, with AVX-VNNI only, with bf16 but no VNNI,
+with f16c only, ARM with fp16, no flags); the conversion is llama.cpp's own, run on the real SmolLM2 file; the
+converted model is loaded and generates."""
 
 from __future__ import annotations
 

@@ -19,21 +19,21 @@ floats take llama.cpp's batched matrix kernels (llamafile's tinyBLAS): measured 
 (bench/bench_local.py's kernel table, 2 threads), prompts 2.0-2.5x (f16) and 3.2-3.6x (bf16) faster, 4 sequences
 decoded together 1.2x (f16) and 1.35x (bf16) faster, one sequence alone 0.65x and 0.84x; the logits of Q4_1 and
 bf16 differ by a KL divergence of 0.003 nats per token, with the same greedy token at every position of three test
-prompts (the 16-bit path also keeps its activations in 16 bits where Q4_1's rounds them to 8 bits). The same
-weights requantized to Q8_0 (8-bit integers, a scale per 32; llama.cpp's converter) take tinyBLAS's int8 matrix
-kernels, at half bf16's bytes: on a 2-core Intel Sapphire Rapids (avx512_vnni and avx512_bf16; 2 threads) Q8_0
-evaluates prompts as fast as bf16 (598-609 against 571-616 tokens/s; Q4_1 348-365) and decodes faster (4
-sequences 193 against 140 tokens/s, 16 after a 500-token prompt 224 against 190; Q4_1 205 and 185), and the
-README's best-of-4 (`aselect`, in one process) took 17.3-17.9 s against 21.1-21.4 s on bf16 (generation 4.8
-against 6.8 s, judging 12.2 against 14.1; three runs each, interleaved). Its logits differ from Q4_1's by a KL divergence of 0.007 nats
-per token (bf16: 0.0045; the same greedy token at 113 and 114 of 118 positions of three prompts); requantizing to
-Q4_0 instead costs 0.41 nats and is not offered. So the embedded model is converted once (its file in the cache
-folder: bestofn.backends.local_weights) to Q8_0 where the CPU has int8 dot products (VNNI: `avx512_vnni` or
-`avx_vnni`; measured on one such CPU, and int8 dot products give twice the products of bf16 ones per
-instruction), to bf16 where it has native bf16 dot products (`avx512_bf16`) without VNNI, to f16 where it has f16
-conversions (`f16c` on x86, `fphp`/`asimdhp` on ARM), and kept as shipped elsewhere. A `local:PATH` model is used
-as given. `BESTOFN_LOCAL_WEIGHTS=auto|original|f16|bf16|q8_0` overrides: `original` is the shipped file (the
-texts of earlier releases), `f16`/`bf16`/`q8_0` convert any local model.
+prompts (the 16-bit path also keeps its activations in 16 bits where Q4_1's rounds them to 8 bits). The same weights
+requantized to Q8_0 (8-bit integers, a scale per 32; llama.cpp's converter) take tinyBLAS's int8 matrix kernels, at
+half bf16's bytes: on a 2-core Intel Sapphire Rapids (avx512_vnni and avx512_bf16; 2 threads) Q8_0 evaluates prompts
+as fast as bf16 (598-609 against 571-616 tokens/s; Q4_1 348-365) and decodes faster (4 sequences 193 against 140
+tokens/s, 16 after a 500-token prompt 224 against 190; Q4_1 205 and 185), and the README's best-of-4 (`aselect`, in
+one process) took 17.3-17.9 s against 21.1-21.4 s on bf16 (generation 4.8 against 6.8 s, judging 12.2 against 14.1;
+three runs each, interleaved). Its logits differ from Q4_1's by a KL divergence of 0.007 nats per token (bf16:
+0.0045; the same greedy token at 113 and 114 of 118 positions of three prompts); requantizing to Q4_0 instead costs
+0.41 nats and is not offered. So the embedded model is converted once (its file in the cache folder:
+bestofn.backends.local_weights) to Q8_0 where the CPU has int8 dot products (VNNI: `avx512_vnni` or `avx_vnni`;
+measured on one such CPU, and int8 dot products give twice the products of bf16 ones per instruction), to bf16 where
+it has native bf16 dot products (`avx512_bf16`) without VNNI, to f16 where it has f16 conversions (`f16c` on x86,
+`fphp`/`asimdhp` on ARM), and kept as shipped elsewhere. A `local:PATH` model is used as given.
+`BESTOFN_LOCAL_WEIGHTS=auto|original|f16|bf16|q8_0` overrides: `original` is the shipped file (the texts of earlier
+releases), `f16`/`bf16`/`q8_0` convert any local model.
 """
 
 from __future__ import annotations

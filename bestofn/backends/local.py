@@ -201,7 +201,8 @@ def llama_options(matrix_kernels: bool) -> dict[str, Any]:
     return {"min_batch": 2 if matrix_kernels else 1, "flash_attn": False}
 
 
-def _load(path: Path, extra_buffers: bool | None = None, matrix_kernels: bool = False) -> tuple[Any, ThreadPoolExecutor]:
+def _load(path: Path, extra_buffers: bool | None = None,
+          matrix_kernels: bool = False) -> tuple[Any, ThreadPoolExecutor]:
     """The shared model, loaded with extra buffer types or not (default: `extra_buffers_choice()`) and with the
     options of its weights' format (`llama_options`), and the worker thread its calls run on (`_worker`). One
     instance serves plain and logprob calls (see the module docstring)."""

@@ -21,20 +21,20 @@ llama.cpp context on the shared model: one KV stream per sequence.
   generation steps of several sequences), both set before each step to at most the cores other processes leave
   free (bestofn.backends.local_threads).
 
-Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path. On the
-shipped Q4_1 weights llama.cpp computes one token and a batch with the same kernels, so a sequence's logits are
-the same numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py compares them;
-tests/test_local_batched.py asserts it). On the converted weights (Q8_0, bf16, f16: bestofn.backends.cpu.weights_choice) a batch of
-two or more tokens takes llama.cpp's matrix kernels and a lone token its dot products, whose sums round apart: in
-a round of one sequence, a lone token is decoded with the token before it (that cell made again), as the
-sequential path's `eval` does, so that a sequence alone gives the sequential path's text; sequences decoded
-together give their own, which depend on the calls they share batches with, so a round of several decodes the
-lone steps of its last sequence as they are (half the work: 15 against 24 ms a step on bf16 here, 2.8 s of the
-README run's 25 s). One KV cache shared by all sequences (their cells interleaved) changed all four of four
-sampled texts, and is not used. Greedy decoding under a grammar (the judges' verdicts)
-takes the most likely token when the grammar accepts it and applies the grammar to the whole vocabulary only
-when it does not: the same token, without the grammar's pass over 49k tokens at every step (as costly as the
-step's decode).
+Numerics: each sequence's KV cells are contiguous in a stream of its own, as on the sequential path. On the shipped
+Q4_1 weights llama.cpp computes one token and a batch with the same kernels, so a sequence's logits are the same
+numbers and a seed draws the same samples: same seeds, same texts (bench/bench_local.py compares them;
+tests/test_local_batched.py asserts it). On the converted weights (Q8_0, bf16, f16:
+bestofn.backends.cpu.weights_choice) a batch of two or more tokens takes llama.cpp's matrix kernels and a lone token
+its dot products, whose sums round apart: in a round of one sequence, a lone token is decoded with the token before
+it (that cell made again), as the sequential path's `eval` does, so that a sequence alone gives the sequential
+path's text; sequences decoded together give their own, which depend on the calls they share batches with, so a
+round of several decodes the lone steps of its last sequence as they are (half the work: 15 against 24 ms a step on
+bf16 here, 2.4-3.3 s of the README run's 25 s, measured with flash attention still on). One KV cache shared by all
+sequences (their cells interleaved) changed all four of four sampled texts, and is not used. Greedy decoding under a
+grammar (the judges' verdicts) takes the most likely token when the grammar accepts it and applies the grammar to
+the whole vocabulary only when it does not: the same token, without the grammar's pass over 49k tokens at every step
+(as costly as the step's decode).
 
 Speed (bench/bench_local.py, 2-core AMD EPYC, idle, against the sequential engine on Q4_1): on Q4_1 the x86
 kernels decode 4 sequences in a step no faster per thread than in 4 steps, and the batched engine's gain is the

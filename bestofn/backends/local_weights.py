@@ -54,7 +54,8 @@ def prepare(source: Path, kind: str, folder: Path | None = None) -> tuple[Path, 
         return target, None
     import llama_cpp.llama_cpp as C
 
-    ftype = {"f16": C.LLAMA_FTYPE_MOSTLY_F16, "bf16": C.LLAMA_FTYPE_MOSTLY_BF16, "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0}[kind]
+    ftype = {"f16": C.LLAMA_FTYPE_MOSTLY_F16, "bf16": C.LLAMA_FTYPE_MOSTLY_BF16,
+             "q8_0": C.LLAMA_FTYPE_MOSTLY_Q8_0}[kind]
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with _lock:
         if target.is_file():  # converted by another thread while this one waited
